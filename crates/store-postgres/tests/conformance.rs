@@ -1,0 +1,18 @@
+//! The store conformance suite against a real PostgreSQL server: one fresh database per test,
+//! created on the server named by `USHER_TEST_POSTGRES_URL` (which `.ci/run` and
+//! `scripts/test.sh` start). Without it these tests fail rather than pass vacuously.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::sync::Arc;
+
+use usher_store_postgres::PostgresStore;
+use usher_store_tests::{DynStore, store_conformance};
+
+async fn fresh() -> DynStore {
+    let url = usher_store_postgres::testing::fresh_database()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(PostgresStore::connect(&url).await.unwrap())
+}
+
+store_conformance!(fresh());
