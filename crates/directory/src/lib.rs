@@ -1,1 +1,129 @@
+//! usher's directory (SPEC D1–D4, D7, T5, T8): the tenant, users, groups, applications and
+//! service principals, password verification with smart lockout, TOTP, and the sign-in and
+//! audit logs. Storage goes through the `usher-store` trait; time and randomness are passed in.
+#![warn(missing_docs)]
 
+mod apps;
+mod auth;
+mod bootstrap;
+mod error;
+mod groups;
+mod logs;
+pub mod model;
+mod users;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use usher_core::{Clock, Rng};
+use usher_store::Store;
+
+pub use auth::{LockoutPolicy, PasswordCheck};
+pub use bootstrap::{BootstrapOptions, BootstrapReport};
+pub use error::DirectoryError;
+pub use logs::{AuditEvent, LogWriter, SignInEvent};
+pub use users::{NewUser, UserPatch};
+pub use apps::NewApplication;
+
+/// Result of directory operations.
+pub type DirResult<T> = Result<T, DirectoryError>;
+
+/// Record kinds of the directory.
+pub mod kinds {
+    /// The tenant.
+    pub const TENANT: &str = "tenant";
+    /// Users (key: lower-cased UPN).
+    pub const USER: &str = "user";
+    /// Groups.
+    pub const GROUP: &str = "group";
+    /// Applications (key: appId).
+    pub const APPLICATION: &str = "application";
+    /// Service principals (key: appId).
+    pub const SERVICE_PRINCIPAL: &str = "sp";
+    /// Smart-lockout state per user (id: user id).
+    pub const LOCKOUT: &str = "lockout";
+}
+
+/// The directory service.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Rng>,
+    /// Caps concurrent argon2 hashes (memory = permits × 19 MiB).
+    hashing: Arc<Semaphore>,
+    /// Key of the fingerprints of recently tried wrong passwords.
+    fingerprint_key: Arc<[u8]>,
+    sealing: Arc<usher_crypto::at_rest::SealingKey>,
+    lockout: LockoutPolicy,
+    logs: LogWriter,
+    apps_cache: apps::AppCache,
+}
+
+impl Directory {
+    /// A directory over `store`. `sealing` encrypts secrets at rest; `fingerprint_key` keys the
+    /// fingerprints kept for smart lockout.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Rng>,
+        sealing: Arc<usher_crypto::at_rest::SealingKey>,
+        fingerprint_key: Arc<[u8]>,
+    ) -> Self {
+        let hashing_permits = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+        let logs = LogWriter::spawn(store.clone());
+        Self {
+            store,
+            clock,
+            rng,
+            hashing: Arc::new(Semaphore::new(hashing_permits)),
+            fingerprint_key,
+            sealing,
+            lockout: LockoutPolicy::default(),
+            logs,
+            apps_cache: apps::AppCache::default(),
+        }
+    }
+
+    /// Replaces the lockout policy (tests and operators).
+    #[must_use]
+    pub fn with_lockout_policy(mut self, policy: LockoutPolicy) -> Self {
+        self.lockout = policy;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The randomness source.
+    pub fn rng(&self) -> &Arc<dyn Rng> {
+        &self.rng
+    }
+
+    /// The log writer.
+    pub fn logs(&self) -> &LogWriter {
+        &self.logs
+    }
+
+    /// The at-rest sealing key.
+    pub fn sealing(&self) -> &usher_crypto::at_rest::SealingKey {
+        &self.sealing
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
+    fn new_id(&self) -> String {
+        let mut b = [0u8; 16];
+        self.rng.fill(&mut b);
+        uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+    }
+}

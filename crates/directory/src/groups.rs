@@ -1,0 +1,199 @@
+//! Groups with transitive membership (SPEC D3).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use usher_store::Record;
+
+use crate::model::{DirectoryObject, Group};
+use crate::{DirResult, Directory, DirectoryError, kinds};
+
+impl Directory {
+    /// Creates a group.
+    pub async fn create_group(
+        &self,
+        display_name: &str,
+        mail_nickname: Option<&str>,
+        description: Option<&str>,
+        security_enabled: bool,
+    ) -> DirResult<Group> {
+        if display_name.trim().is_empty() {
+            return Err(DirectoryError::Invalid("displayName must not be empty".into()));
+        }
+        let group = Group {
+            id: self.new_id(),
+            display_name: display_name.trim().to_owned(),
+            mail_nickname: mail_nickname.map_or_else(|| display_name.replace(' ', ""), str::to_owned),
+            description: description.map(str::to_owned),
+            security_enabled,
+            members: vec![],
+            directory_roles: vec![],
+            created_at: self.now(),
+        };
+        self.store.insert(Record::from_value(kinds::GROUP, &group.id, &group)?).await?;
+        Ok(group)
+    }
+
+    /// A group by object id.
+    pub async fn get_group(&self, id: &str) -> DirResult<Group> {
+        let rec = self.store.get(kinds::GROUP, &id.to_lowercase(), self.now()).await?;
+        rec.map(|r| r.decode())
+            .transpose()?
+            .ok_or_else(|| DirectoryError::NotFound { what: "group", id: id.to_owned() })
+    }
+
+    /// All groups.
+    pub async fn list_groups(&self) -> DirResult<Vec<Group>> {
+        self.list_all(kinds::GROUP).await
+    }
+
+    /// Deletes a group and removes it from its parents.
+    pub async fn delete_group(&self, id: &str) -> DirResult<Group> {
+        let group = self.get_group(id).await?;
+        self.remove_from_all_groups(&group.id).await?;
+        self.store.delete(kinds::GROUP, &group.id, None).await?;
+        Ok(group)
+    }
+
+    /// Any directory object by id.
+    pub async fn get_object(&self, id: &str) -> DirResult<DirectoryObject> {
+        let id = id.to_lowercase();
+        let now = self.now();
+        if let Some(r) = self.store.get(kinds::USER, &id, now).await? {
+            return Ok(DirectoryObject::User(r.decode()?));
+        }
+        if let Some(r) = self.store.get(kinds::GROUP, &id, now).await? {
+            return Ok(DirectoryObject::Group(r.decode()?));
+        }
+        if let Some(r) = self.store.get(kinds::SERVICE_PRINCIPAL, &id, now).await? {
+            return Ok(DirectoryObject::ServicePrincipal(r.decode()?));
+        }
+        Err(DirectoryError::NotFound { what: "directory object", id })
+    }
+
+    /// Adds a member (user, group or service principal). Refuses loops and duplicates.
+    pub async fn add_member(&self, group_id: &str, member_id: &str) -> DirResult<Group> {
+        let group = self.get_group(group_id).await?;
+        let member = self.get_object(member_id).await?;
+        let member_id = member.id().to_owned();
+        if member_id == group.id {
+            return Err(DirectoryError::Invalid("a group cannot be a member of itself".into()));
+        }
+        if let DirectoryObject::Group(_) = member {
+            // Adding G under group would loop if group is already (transitively) under G.
+            let under_member = self.transitive_members(&member_id).await?;
+            if under_member.iter().any(|o| o.id() == group.id) {
+                return Err(DirectoryError::Invalid(format!(
+                    "adding group `{member_id}` would create a membership loop"
+                )));
+            }
+        }
+        self.modify::<Group, _>(kinds::GROUP, &group.id, |g| {
+            if g.members.contains(&member_id) {
+                return Err(DirectoryError::AlreadyExists(
+                    "one or more added object references already exist for the following modified properties: 'members'".into(),
+                ));
+            }
+            g.members.push(member_id.clone());
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Removes a direct member.
+    pub async fn remove_member(&self, group_id: &str, member_id: &str) -> DirResult<Group> {
+        let group = self.get_group(group_id).await?;
+        let member_id = member_id.to_lowercase();
+        self.modify::<Group, _>(kinds::GROUP, &group.id, |g| {
+            let before = g.members.len();
+            g.members.retain(|m| *m != member_id);
+            if g.members.len() == before {
+                return Err(DirectoryError::NotFound { what: "member", id: member_id.clone() });
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Direct members.
+    pub async fn members(&self, group_id: &str) -> DirResult<Vec<DirectoryObject>> {
+        let group = self.get_group(group_id).await?;
+        let mut out = Vec::new();
+        for m in &group.members {
+            match self.get_object(m).await {
+                Ok(o) => out.push(o),
+                Err(DirectoryError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Members of a group and of all groups under it (each object once).
+    pub async fn transitive_members(&self, group_id: &str) -> DirResult<Vec<DirectoryObject>> {
+        let root = self.get_group(group_id).await?;
+        let groups: HashMap<String, Group> = self.list_groups().await?.into_iter().map(|g| (g.id.clone(), g)).collect();
+        let mut seen = BTreeSet::new();
+        let mut queue: VecDeque<String> = root.members.into_iter().collect();
+        let mut out = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(g) = groups.get(&id) {
+                queue.extend(g.members.iter().cloned());
+                out.push(DirectoryObject::Group(g.clone()));
+            } else {
+                match self.get_object(&id).await {
+                    Ok(o) => out.push(o),
+                    Err(DirectoryError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Groups that `object_id` is a direct member of.
+    pub async fn member_of(&self, object_id: &str) -> DirResult<Vec<Group>> {
+        let id = object_id.to_lowercase();
+        Ok(self.list_groups().await?.into_iter().filter(|g| g.members.contains(&id)).collect())
+    }
+
+    /// Groups that `object_id` is a member of, directly or through other groups.
+    pub async fn transitive_member_of(&self, object_id: &str) -> DirResult<Vec<Group>> {
+        let groups = self.list_groups().await?;
+        Ok(transitive_groups(&groups, &object_id.to_lowercase()))
+    }
+
+    pub(crate) async fn remove_from_all_groups(&self, object_id: &str) -> DirResult<()> {
+        for g in self.member_of(object_id).await? {
+            match self.remove_member(&g.id, object_id).await {
+                Ok(_) | Err(DirectoryError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The groups containing `object_id` directly or transitively, computed over `groups`.
+pub fn transitive_groups(groups: &[Group], object_id: &str) -> Vec<Group> {
+    let mut parents: HashMap<&str, Vec<&Group>> = HashMap::new();
+    for g in groups {
+        for m in &g.members {
+            parents.entry(m.as_str()).or_default().push(g);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut queue = VecDeque::from([object_id.to_owned()]);
+    while let Some(id) = queue.pop_front() {
+        for g in parents.get(id.as_str()).into_iter().flatten() {
+            if seen.insert(g.id.clone()) {
+                out.push((*g).clone());
+                queue.push_back(g.id.clone());
+            }
+        }
+    }
+    out
+}
