@@ -23,6 +23,8 @@ pub enum TokenKind {
     Access,
     /// An OpenID Connect id token (`typ: JWT`).
     Id,
+    /// A client's assertion for `private_key_jwt` (`typ: JWT`, validated against the client's keys).
+    ClientAssertion,
 }
 
 impl TokenKind {
@@ -30,7 +32,7 @@ impl TokenKind {
     pub fn typ(self) -> &'static str {
         match self {
             TokenKind::Access => "at+jwt",
-            TokenKind::Id => "JWT",
+            TokenKind::Id | TokenKind::ClientAssertion => "JWT",
         }
     }
 }

@@ -1,1 +1,5 @@
+//! Wire types shared by usher's server, clients and agent: serde only, no I/O.
+#![warn(missing_docs)]
 
+pub mod graph;
+pub mod oauth;

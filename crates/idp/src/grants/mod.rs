@@ -1,0 +1,100 @@
+//! One module per grant of the token endpoint (SPEC T2).
+
+mod authorization_code;
+mod client_credentials;
+mod device_code;
+mod password;
+mod refresh;
+
+pub use authorization_code::s256;
+pub(crate) use authorization_code::{CODE_LIFETIME_SECS as CODE_LIFETIME, StoredCode as StoredCodeExport};
+pub use device_code::{DeviceAuthorization, normalize_user_code};
+
+use usher_directory::SignInEvent;
+use usher_proto::oauth::{DEVICE_CODE_GRANT, TokenRequest, TokenResponse};
+
+use crate::client_auth::ClientCredentials;
+use crate::{Idp, IdpError, IdpResult, RequestMeta};
+
+/// What the sign-in log records of an attempt.
+#[derive(Debug, Default)]
+pub(crate) struct Attempt {
+    pub upn: String,
+    pub user_id: String,
+    pub app_id: String,
+    pub app_name: String,
+    pub resource: String,
+    pub methods: Vec<String>,
+}
+
+impl Idp {
+    /// Handles a token request. `basic` holds HTTP Basic client credentials, if any.
+    pub async fn token(
+        &self,
+        tenant: &str,
+        req: TokenRequest,
+        basic: Option<(String, String)>,
+        meta: &RequestMeta,
+    ) -> IdpResult<TokenResponse> {
+        let mut attempt = Attempt { app_id: req.client_id.clone().unwrap_or_default(), ..Default::default() };
+        let grant = req.grant_type.clone();
+        let result = self.dispatch(tenant, req, basic, meta, &mut attempt).await;
+        let (code, reason) = match &result {
+            Ok(_) => (0, String::new()),
+            Err(e) => (e.code, e.description.clone()),
+        };
+        self.directory().log_sign_in(SignInEvent {
+            user_principal_name: attempt.upn,
+            user_id: attempt.user_id,
+            app_id: attempt.app_id,
+            app_display_name: attempt.app_name,
+            resource_id: attempt.resource,
+            ip_address: meta.ip.clone(),
+            client_app_used: grant,
+            authentication_methods: attempt.methods,
+            error_code: code,
+            failure_reason: reason,
+            conditional_access_status: String::new(),
+            correlation_id: meta.correlation_id.clone(),
+        });
+        result
+    }
+
+    async fn dispatch(
+        &self,
+        tenant: &str,
+        req: TokenRequest,
+        basic: Option<(String, String)>,
+        meta: &RequestMeta,
+        attempt: &mut Attempt,
+    ) -> IdpResult<TokenResponse> {
+        self.resolve_tenant(tenant)?;
+        let (basic_id, basic_secret) = basic.map_or((None, None), |(i, s)| (Some(i), Some(s)));
+        if basic_id.is_some() && req.client_id.as_deref().is_some_and(|c| Some(c) != basic_id.as_deref()) {
+            return Err(IdpError::new("invalid_request", 900144, "client_id in the body differs from the HTTP Basic client id."));
+        }
+        let creds = ClientCredentials {
+            client_id: req.client_id.clone().or(basic_id),
+            secret: req.client_secret.clone().or(basic_secret),
+            assertion_type: req.client_assertion_type.clone(),
+            assertion: req.client_assertion.clone(),
+        };
+        attempt.app_id = creds.client_id.clone().unwrap_or_default();
+        match req.grant_type.as_str() {
+            "password" => self.password_grant(tenant, &req, &creds, attempt).await,
+            "client_credentials" => self.client_credentials_grant(&req, &creds, attempt).await,
+            "refresh_token" => self.refresh_grant(&req, &creds, attempt).await,
+            "authorization_code" => self.authorization_code_grant(&req, &creds, attempt).await,
+            DEVICE_CODE_GRANT => self.device_code_grant(&req, &creds, attempt).await,
+            "" => Err(IdpError::missing("grant_type")),
+            other => {
+                let _ = meta;
+                Err(IdpError::new(
+                    "unsupported_grant_type",
+                    70003,
+                    format!("The app requested an unsupported grant type '{other}'."),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! Interactive sign-in (SPEC T6): the authorize endpoint's request validation and the step
+//! machine behind the HTML pages, shared by the authorization-code and device flows.
+//!
+//! Steps: password → (forced password change) → (TOTP, or TOTP registration when MFA is required
+//! and nothing is registered) → done. Each transaction lives 15 minutes and is bound by the edge
+//! to the browser that started it (a cookie).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use usher_directory::{PasswordCheck, SignInEvent};
+use usher_store::Record;
+
+use crate::scopes::ScopeRequest;
+use crate::{Idp, IdpError, IdpResult, RequestMeta, kinds};
+
+/// Lifetime of a sign-in transaction.
+const LOGIN_LIFETIME_SECS: i64 = 900;
+/// Wrong TOTP codes tolerated in one transaction.
+const MAX_TOTP_FAILURES: u32 = 5;
+
+/// A validated authorization request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizeRequest {
+    /// Client id.
+    pub client_id: String,
+    /// Client display name.
+    pub client_name: String,
+    /// The exact registered redirect URI.
+    pub redirect_uri: String,
+    /// Opaque client state.
+    pub state: Option<String>,
+    /// OIDC nonce.
+    pub nonce: Option<String>,
+    /// Requested scopes.
+    pub scope: String,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// Login hint.
+    pub login_hint: Option<String>,
+}
+
+/// Why an authorization request was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthorizeError {
+    /// The client or redirect URI cannot be trusted: show an error page, never redirect.
+    Page(IdpError),
+    /// Redirect back to the client with this error URL.
+    Redirect(String),
+}
+
+/// What the sign-in is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum LoginPurpose {
+    /// An authorization request.
+    Authorize(AuthorizeRequest),
+    /// Approving a device code (the record id of the device request).
+    Device {
+        /// Device record id.
+        device_id: String,
+        /// Client display name.
+        client_name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+enum Stage {
+    Password,
+    ChangePassword,
+    Totp,
+    RegisterTotp,
+    Done,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Txn {
+    purpose: LoginPurpose,
+    stage: Stage,
+    user_id: Option<String>,
+    upn: Option<String>,
+    amr: Vec<String>,
+    pending_totp: Option<String>,
+    totp_failures: u32,
+}
+
+/// Input from a sign-in page.
+#[derive(Debug, Clone)]
+pub enum LoginInput {
+    /// Show the current step.
+    Show,
+    /// The password page.
+    Password {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// The one-time code page.
+    Totp {
+        /// Code.
+        code: String,
+    },
+    /// The registration page's confirmation code.
+    RegisterTotp {
+        /// Code.
+        code: String,
+    },
+    /// The forced password change page.
+    ChangePassword {
+        /// Current (temporary) password.
+        current: String,
+        /// New password.
+        new: String,
+    },
+}
+
+/// What the page should show next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoginStep {
+    /// Ask for user name and password.
+    Password {
+        /// Error of the previous attempt.
+        error: Option<String>,
+        /// Prefilled user name.
+        username: Option<String>,
+        /// Who is asking.
+        client_name: String,
+    },
+    /// Ask for a new password.
+    ChangePassword {
+        /// Error of the previous attempt.
+        error: Option<String>,
+    },
+    /// Ask for a TOTP code.
+    Totp {
+        /// Error of the previous attempt.
+        error: Option<String>,
+    },
+    /// Show a new TOTP secret and ask for a code.
+    RegisterTotp {
+        /// base32 secret.
+        secret: String,
+        /// `otpauth://` URI.
+        uri: String,
+        /// Error of the previous attempt.
+        error: Option<String>,
+    },
+    /// Redirect the browser (authorization response).
+    Redirect(String),
+    /// The device sign-in is approved; the device will get its tokens.
+    DeviceApproved {
+        /// Client display name.
+        client_name: String,
+    },
+    /// The sign-in cannot go on.
+    Failed {
+        /// Message for the user.
+        message: String,
+    },
+}
+
+/// The message for wrong credentials (SPEC L6).
+pub const BAD_CREDENTIALS: &str = "Your credentials did not work. Your account or password is incorrect.";
+
+fn redirect_with(uri: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(uri) {
+        Ok(mut u) => {
+            {
+                let mut q = u.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => uri.to_owned(),
+    }
+}
+
+impl Idp {
+    /// Validates an authorization request (query parameters of `/authorize`).
+    pub async fn validate_authorize(&self, tenant: &str, q: &HashMap<String, String>) -> Result<AuthorizeRequest, AuthorizeError> {
+        self.resolve_tenant(tenant).map_err(AuthorizeError::Page)?;
+        let client_id = q.get("client_id").filter(|c| !c.is_empty()).ok_or_else(|| AuthorizeError::Page(IdpError::missing("client_id")))?;
+        let client = self.client(client_id).await.map_err(AuthorizeError::Page)?;
+        let redirect_uri = q.get("redirect_uri").ok_or_else(|| AuthorizeError::Page(IdpError::missing("redirect_uri")))?;
+        if !client.has_redirect_uri(redirect_uri) {
+            return Err(AuthorizeError::Page(IdpError::new(
+                "invalid_request",
+                50011,
+                format!("The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'."),
+            )));
+        }
+        let state = q.get("state").cloned();
+        let fail = |error: &str, code: u32, desc: &str| {
+            let mut params = vec![("error", error.to_owned()), ("error_description", format!("AADSTS{code}: {desc}"))];
+            if let Some(s) = &state {
+                params.push(("state", s.clone()));
+            }
+            let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            AuthorizeError::Redirect(redirect_with(redirect_uri, &borrowed))
+        };
+        if q.get("response_type").map(String::as_str) != Some("code") {
+            return Err(fail("unsupported_response_type", 700054, "response_type must be 'code' (the implicit flow is not supported)."));
+        }
+        let Some(challenge) = q.get("code_challenge").filter(|c| !c.is_empty()) else {
+            return Err(fail("invalid_request", 9002325, "Proof Key for Code Exchange is required: send code_challenge with code_challenge_method=S256."));
+        };
+        if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+            return Err(fail("invalid_request", 5000751, "code_challenge_method must be S256."));
+        }
+        if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(fail("invalid_request", 5000751, "code_challenge must be the base64url SHA-256 of the verifier (43 characters)."));
+        }
+        if let Some(mode) = q.get("response_mode") {
+            if mode != "query" {
+                return Err(fail("invalid_request", 900144, "Only response_mode=query is supported."));
+            }
+        }
+        let scope = q.get("scope").cloned().unwrap_or_else(|| "openid".into());
+        if let Err(e) = ScopeRequest::parse(&scope) {
+            return Err(fail(e.error, e.code, &e.description));
+        }
+        Ok(AuthorizeRequest {
+            client_id: client.app_id.clone(),
+            client_name: client.display_name,
+            redirect_uri: redirect_uri.clone(),
+            state,
+            nonce: q.get("nonce").cloned(),
+            scope,
+            code_challenge: challenge.clone(),
+            login_hint: q.get("login_hint").cloned(),
+        })
+    }
+
+    /// Starts a sign-in transaction; returns its id.
+    pub async fn start_login(&self, purpose: LoginPurpose) -> IdpResult<String> {
+        let id = self.directory().rng().token(24);
+        let txn = Txn { purpose, stage: Stage::Password, user_id: None, upn: None, amr: vec![], pending_totp: None, totp_failures: 0 };
+        self.directory()
+            .store()
+            .insert(Record::from_value(kinds::LOGIN, &id, &txn)?.with_expiry(self.now() + LOGIN_LIFETIME_SECS))
+            .await?;
+        Ok(id)
+    }
+
+    async fn load_txn(&self, id: &str) -> IdpResult<Option<(Record, Txn)>> {
+        let rec = self.directory().store().get(kinds::LOGIN, id, self.now()).await?;
+        Ok(match rec {
+            Some(r) => {
+                let t = r.decode()?;
+                Some((r, t))
+            }
+            None => None,
+        })
+    }
+
+    async fn save_txn(&self, mut rec: Record, txn: &Txn) -> IdpResult<()> {
+        rec.data = serde_json::to_value(txn).map_err(|_| IdpError::server_error())?;
+        self.directory().store().update(rec).await.map_err(|e| match e {
+            usher_store::StoreError::Conflict { .. } => IdpError::new("invalid_request", 90033, "This sign-in page was submitted twice; start again."),
+            other => other.into(),
+        })?;
+        Ok(())
+    }
+
+    fn client_name(txn: &Txn) -> String {
+        match &txn.purpose {
+            LoginPurpose::Authorize(a) => a.client_name.clone(),
+            LoginPurpose::Device { client_name, .. } => client_name.clone(),
+        }
+    }
+
+    /// Advances a sign-in transaction with a page's input.
+    pub async fn login_step(&self, txn_id: &str, input: LoginInput, meta: &RequestMeta) -> IdpResult<LoginStep> {
+        let Some((rec, mut txn)) = self.load_txn(txn_id).await? else {
+            return Ok(LoginStep::Failed { message: "This sign-in has expired. Go back to the application and start again.".into() });
+        };
+        let stage_view = |txn: &Txn, error: Option<String>| -> LoginStep {
+            match txn.stage {
+                Stage::Password => LoginStep::Password {
+                    error,
+                    username: txn.upn.clone().or_else(|| match &txn.purpose {
+                        LoginPurpose::Authorize(a) => a.login_hint.clone(),
+                        LoginPurpose::Device { .. } => None,
+                    }),
+                    client_name: Self::client_name(txn),
+                },
+                Stage::ChangePassword => LoginStep::ChangePassword { error },
+                Stage::Totp => LoginStep::Totp { error },
+                Stage::RegisterTotp | Stage::Done => LoginStep::Failed { message: "This sign-in is finished.".into() },
+            }
+        };
+        match (txn.stage, input) {
+            (Stage::RegisterTotp, LoginInput::Show) => self.registration_view(txn_id, &txn, None),
+            (_, LoginInput::Show) => Ok(stage_view(&txn, None)),
+            (Stage::Password, LoginInput::Password { username, password }) => {
+                let upn = username.trim().trim_start_matches("USHER\\").trim_start_matches("usher\\").to_owned();
+                txn.upn = Some(upn.clone());
+                let check = self.directory().check_password(&upn, &password).await?;
+                let (user, must_change) = match check {
+                    PasswordCheck::Valid(u) => (u, false),
+                    PasswordCheck::MustChange(u) => (u, true),
+                    PasswordCheck::Invalid => {
+                        self.log_interactive(&txn, &upn, "", 50126, BAD_CREDENTIALS, meta);
+                        self.save_txn(rec, &txn).await?;
+                        return Ok(stage_view(&txn, Some(BAD_CREDENTIALS.into())));
+                    }
+                    PasswordCheck::Locked { .. } => {
+                        let e = IdpError::locked();
+                        self.log_interactive(&txn, &upn, "", e.code, &e.description, meta);
+                        return Ok(stage_view(&txn, Some(e.description)));
+                    }
+                    PasswordCheck::Disabled(u) => {
+                        let e = IdpError::disabled();
+                        self.log_interactive(&txn, &upn, &u.id, e.code, &e.description, meta);
+                        return Ok(LoginStep::Failed { message: "Your account has been disabled. Contact your administrator.".into() });
+                    }
+                };
+                txn.user_id = Some(user.id.clone());
+                txn.upn = Some(user.user_principal_name.clone());
+                txn.amr = vec!["pwd".into()];
+                if must_change {
+                    txn.stage = Stage::ChangePassword;
+                    self.save_txn(rec, &txn).await?;
+                    return Ok(LoginStep::ChangePassword { error: None });
+                }
+                self.after_first_factor(txn_id, rec, txn, meta).await
+            }
+            (Stage::ChangePassword, LoginInput::ChangePassword { current, new }) => {
+                let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
+                let upn = txn.upn.clone().unwrap_or_default();
+                match self.directory().check_password(&upn, &current).await? {
+                    PasswordCheck::MustChange(_) | PasswordCheck::Valid(_) => {}
+                    _ => return Ok(LoginStep::ChangePassword { error: Some("Your current password is incorrect.".into()) }),
+                }
+                match self.directory().change_own_password(&user_id, &current, &new).await {
+                    Ok(_) => self.after_first_factor(txn_id, rec, txn, meta).await,
+                    Err(usher_directory::DirectoryError::PasswordPolicy(v)) => Ok(LoginStep::ChangePassword { error: Some(v.to_string()) }),
+                    Err(usher_directory::DirectoryError::Invalid(m)) => Ok(LoginStep::ChangePassword { error: Some(m) }),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            (Stage::Totp, LoginInput::Totp { code }) => {
+                let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
+                if self.directory().verify_totp(&user_id, &code).await? {
+                    txn.amr = vec!["pwd".into(), "mfa".into(), "otp".into()];
+                    return self.complete(rec, txn, meta).await;
+                }
+                txn.totp_failures += 1;
+                if txn.totp_failures >= MAX_TOTP_FAILURES {
+                    txn.stage = Stage::Done;
+                    self.save_txn(rec, &txn).await?;
+                    let upn = txn.upn.clone().unwrap_or_default();
+                    self.log_interactive(&txn, &upn, &user_id, 50074, "too many wrong verification codes", meta);
+                    return Ok(LoginStep::Failed { message: "Too many wrong codes. Start the sign-in again.".into() });
+                }
+                self.save_txn(rec, &txn).await?;
+                Ok(LoginStep::Totp { error: Some("That code didn't work. Check the code and try again.".into()) })
+            }
+            (Stage::RegisterTotp, LoginInput::RegisterTotp { code }) => {
+                let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
+                let sealed = txn.pending_totp.clone().ok_or_else(IdpError::server_error)?;
+                let secret = self.directory().sealing().open(&sealed, &format!("totp-pending:{txn_id}")).map_err(|_| IdpError::server_error())?;
+                if self.directory().register_totp(&user_id, &secret, &code).await? {
+                    txn.amr = vec!["pwd".into(), "mfa".into(), "otp".into()];
+                    txn.pending_totp = None;
+                    return self.complete(rec, txn, meta).await;
+                }
+                self.registration_view(txn_id, &txn, Some("That code didn't work. Check the code and try again.".into()))
+            }
+            (_, _) => Ok(stage_view(&txn, Some("Please complete this step.".into()))),
+        }
+    }
+
+    fn registration_view(&self, txn_id: &str, txn: &Txn, error: Option<String>) -> IdpResult<LoginStep> {
+        let sealed = txn.pending_totp.clone().ok_or_else(IdpError::server_error)?;
+        let secret = self.directory().sealing().open(&sealed, &format!("totp-pending:{txn_id}")).map_err(|_| IdpError::server_error())?;
+        let upn = txn.upn.clone().unwrap_or_default();
+        Ok(LoginStep::RegisterTotp {
+            secret: usher_crypto::totp::base32(&secret),
+            uri: usher_crypto::totp::otpauth_uri("usher", &upn, &secret),
+            error,
+        })
+    }
+
+    async fn after_first_factor(&self, txn_id: &str, rec: Record, mut txn: Txn, meta: &RequestMeta) -> IdpResult<LoginStep> {
+        let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
+        let user = self.directory().get_user(&user_id).await?;
+        if !user.mfa_state.requires_mfa() {
+            return self.complete(rec, txn, meta).await;
+        }
+        if user.totp.is_some() {
+            txn.stage = Stage::Totp;
+            self.save_txn(rec, &txn).await?;
+            return Ok(LoginStep::Totp { error: None });
+        }
+        let secret = usher_crypto::totp::generate_secret(self.directory().rng().as_ref());
+        let sealed = self
+            .directory()
+            .sealing()
+            .seal(&secret, &format!("totp-pending:{txn_id}"), self.directory().rng().as_ref())
+            .map_err(|_| IdpError::server_error())?;
+        txn.pending_totp = Some(sealed);
+        txn.stage = Stage::RegisterTotp;
+        self.save_txn(rec, &txn).await?;
+        self.registration_view(txn_id, &txn, None)
+    }
+
+    async fn complete(&self, rec: Record, mut txn: Txn, meta: &RequestMeta) -> IdpResult<LoginStep> {
+        let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
+        let upn = txn.upn.clone().unwrap_or_default();
+        txn.stage = Stage::Done;
+        self.save_txn(rec, &txn).await?;
+        let now = self.now();
+        match &txn.purpose {
+            LoginPurpose::Authorize(a) => {
+                let code = usher_crypto::secret::generate(self.directory().rng().as_ref());
+                let family_id = self.new_family(&user_id, &a.client_id).await?;
+                let stored = crate::grants::StoredCodeExport {
+                    client_id: a.client_id.clone(),
+                    redirect_uri: a.redirect_uri.clone(),
+                    code_challenge: a.code_challenge.clone(),
+                    user_id: user_id.clone(),
+                    scope: a.scope.clone(),
+                    nonce: a.nonce.clone(),
+                    amr: txn.amr.clone(),
+                    auth_time: now,
+                    family_id,
+                    used: false,
+                };
+                let rec = Record::from_value(kinds::AUTH_CODE, usher_crypto::secret::digest(&code), &stored)?
+                    .with_expiry(now + crate::grants::CODE_LIFETIME);
+                self.directory().store().insert(rec).await?;
+                self.log_interactive(&txn, &upn, &user_id, 0, "", meta);
+                let mut params = vec![("code", code.as_str())];
+                if let Some(s) = &a.state {
+                    params.push(("state", s.as_str()));
+                }
+                Ok(LoginStep::Redirect(redirect_with(&a.redirect_uri, &params)))
+            }
+            LoginPurpose::Device { device_id, client_name } => {
+                self.approve_device(device_id, &user_id, &txn.amr).await?;
+                self.log_interactive(&txn, &upn, &user_id, 0, "", meta);
+                Ok(LoginStep::DeviceApproved { client_name: client_name.clone() })
+            }
+        }
+    }
+
+    fn log_interactive(&self, txn: &Txn, upn: &str, user_id: &str, code: u32, reason: &str, meta: &RequestMeta) {
+        let (app_id, app_name, via) = match &txn.purpose {
+            LoginPurpose::Authorize(a) => (a.client_id.clone(), a.client_name.clone(), "Browser"),
+            LoginPurpose::Device { client_name, .. } => (String::new(), client_name.clone(), "Device code"),
+        };
+        self.directory().log_sign_in(SignInEvent {
+            user_principal_name: upn.to_owned(),
+            user_id: user_id.to_owned(),
+            app_id,
+            app_display_name: app_name,
+            resource_id: String::new(),
+            ip_address: meta.ip.clone(),
+            client_app_used: via.into(),
+            authentication_methods: txn.amr.clone(),
+            error_code: code,
+            failure_reason: reason.to_owned(),
+            conditional_access_status: String::new(),
+            correlation_id: meta.correlation_id.clone(),
+        });
+    }
+}
