@@ -1,0 +1,768 @@
+//! Command-line syntax, modelled on the Azure CLI (`az`): the same command names, option
+//! spellings and short options.
+
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+
+/// The default server when neither `--server`, `USHER_SERVER` nor a cached sign-in names one.
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:8443";
+
+/// usher: sign in to an usher directory and manage its users, groups and applications.
+#[derive(Debug, Parser)]
+#[command(
+    name = "usher",
+    version,
+    about = "usher command-line interface: sign in and manage the directory (mirrors the Azure CLI)",
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_help = "Environment: USHER_SERVER, USHER_CA_FILE, USHER_CONFIG_DIR (token cache, default ~/.usher)."
+)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts (before or after the command name).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// URL of the usher server [default: the signed-in server, else https://127.0.0.1:8443].
+    #[arg(
+        long,
+        env = "USHER_SERVER",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub server: Option<String>,
+
+    /// PEM file with the CA certificate(s) to trust for the server (usherd's DATA_DIR/tls/ca.pem).
+    #[arg(
+        long = "ca-file",
+        env = "USHER_CA_FILE",
+        global = true,
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out",
+        global = true,
+        value_enum,
+        ignore_case = true,
+        default_value_t = OutputFormat::Json,
+        value_name = "FORMAT"
+    )]
+    pub output: OutputFormat,
+
+    /// JMESPath query string applied to the result before it is printed. See http://jmespath.org/.
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
+
+    /// Only show errors, suppressing warnings.
+    #[arg(long = "only-show-errors", global = true)]
+    pub only_show_errors: bool,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in to usher (device code by default, or --username/--password).
+    Login(LoginArgs),
+    /// Log out to remove access to usher (deletes the cached tokens).
+    Logout,
+    /// Manage the signed-in account and get access tokens.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage the directory: users, groups, applications, service principals and logs.
+    #[command(subcommand)]
+    Ad(AdCommand),
+}
+
+/// `usher login`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// User name (UPN, user@domain) for the password sign-in; needs --password.
+    #[arg(short = 'u', long, requires = "password", value_name = "USER")]
+    pub username: Option<String>,
+
+    /// Password for --username.
+    #[arg(short = 'p', long, requires = "username", value_name = "PASSWORD")]
+    pub password: Option<String>,
+
+    /// The tenant (id or verified domain) to sign in to [default: the domain of --username, else "organizations"].
+    #[arg(short = 't', long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// Use the device-code flow (the default when no --username is given).
+    #[arg(long = "use-device-code", conflicts_with = "username")]
+    pub use_device_code: bool,
+
+    /// Succeed even without subscription access and list the tenant-level account.
+    #[arg(long = "allow-no-subscriptions")]
+    pub allow_no_subscriptions: bool,
+}
+
+/// `usher account ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Show the signed-in account (the default subscription, or the tenant-level account).
+    Show,
+    /// List the subscriptions seen at login.
+    List,
+    /// Get an access token for the signed-in user.
+    GetAccessToken(GetAccessTokenArgs),
+}
+
+/// `usher account get-access-token`.
+#[derive(Debug, Clone, Args)]
+pub struct GetAccessTokenArgs {
+    /// Resource (URI or app id) the token is for [default: the usher server, for Graph and ARM].
+    #[arg(long, conflicts_with = "scope", value_name = "RESOURCE")]
+    pub resource: Option<String>,
+
+    /// Space-separated scopes to request instead of a resource (e.g. api://app/.default).
+    #[arg(long, num_args = 1.., value_name = "SCOPE")]
+    pub scope: Vec<String>,
+}
+
+/// `usher ad ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdCommand {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage groups and their members.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Manage service principals.
+    #[command(subcommand)]
+    Sp(SpCommand),
+    /// Manage applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Read the sign-in log.
+    #[command(subcommand)]
+    Signin(SigninCommand),
+    /// Read the directory audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// A boolean option written as `--flag`, `--flag true` or `--flag false`, as az accepts.
+fn boolish() -> BoolishValueParser {
+    BoolishValueParser::new()
+}
+
+/// Per-user MFA state (the legacy StrongAuthenticationRequirements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MfaState {
+    /// No per-user MFA.
+    Disabled,
+    /// MFA required at sign-in; the user may still register.
+    Enabled,
+    /// MFA required at sign-in, registration done.
+    Enforced,
+}
+
+impl MfaState {
+    /// The Graph value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaState::Disabled => "disabled",
+            MfaState::Enabled => "enabled",
+            MfaState::Enforced => "enforced",
+        }
+    }
+}
+
+/// `usher ad user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create(UserCreateArgs),
+    /// List users.
+    List(UserListArgs),
+    /// Show a user.
+    Show(IdArg),
+    /// Update a user: name, password, enabled state, per-user MFA state.
+    Update(UserUpdateArgs),
+    /// Delete a user.
+    Delete(IdArg),
+    /// Clear a user's smart lockout.
+    Unlock(IdArg),
+}
+
+/// A required `--id` (object id, or UPN for users, or app id for applications/SPs).
+#[derive(Debug, Clone, Args)]
+pub struct IdArg {
+    /// Object id or user principal name (apps and service principals: object id or app id).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+}
+
+/// `usher ad user create`.
+#[derive(Debug, Clone, Args)]
+pub struct UserCreateArgs {
+    /// Display name of the user.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: String,
+
+    /// User principal name, e.g. alice@contoso.test.
+    #[arg(long = "user-principal-name", value_name = "UPN")]
+    pub user_principal_name: String,
+
+    /// The user's password.
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: String,
+
+    /// Make the user change the password at next sign-in (a temporary password).
+    #[arg(
+        long = "force-change-password-next-sign-in",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = boolish(),
+        value_name = "BOOL"
+    )]
+    pub force_change_password_next_sign_in: bool,
+
+    /// Whether the account is enabled.
+    #[arg(
+        long = "account-enabled",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "true",
+        value_parser = boolish(),
+        value_name = "BOOL"
+    )]
+    pub account_enabled: bool,
+
+    /// Mail alias [default: the local part of the user principal name].
+    #[arg(long = "mail-nickname", value_name = "ALIAS")]
+    pub mail_nickname: Option<String>,
+}
+
+/// `usher ad user list`.
+#[derive(Debug, Clone, Args)]
+pub struct UserListArgs {
+    /// Only the user with this user principal name.
+    #[arg(long, value_name = "UPN")]
+    pub upn: Option<String>,
+
+    /// Only users whose display name is this.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: Option<String>,
+
+    /// OData filter, e.g. "accountEnabled eq false".
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+}
+
+/// `usher ad user update`.
+#[derive(Debug, Clone, Args)]
+pub struct UserUpdateArgs {
+    /// Object id or user principal name.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+
+    /// New display name.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: Option<String>,
+
+    /// New password.
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Option<String>,
+
+    /// Make the user change the password at next sign-in.
+    #[arg(
+        long = "force-change-password-next-sign-in",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = boolish(),
+        value_name = "BOOL"
+    )]
+    pub force_change_password_next_sign_in: Option<bool>,
+
+    /// Enable (true) or disable (false) the account.
+    #[arg(
+        long = "account-enabled",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = boolish(),
+        value_name = "BOOL"
+    )]
+    pub account_enabled: Option<bool>,
+
+    /// Per-user MFA state.
+    #[arg(long = "mfa-state", value_enum, ignore_case = true, value_name = "STATE")]
+    pub mfa_state: Option<MfaState>,
+}
+
+/// `--group/-g` naming a group by display name or object id.
+#[derive(Debug, Clone, Args)]
+pub struct GroupArg {
+    /// Group's display name or object id.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: String,
+}
+
+/// `usher ad group ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a security group.
+    Create(GroupCreateArgs),
+    /// List groups.
+    List(GroupListArgs),
+    /// Show a group.
+    Show(GroupArg),
+    /// Delete a group.
+    Delete(GroupArg),
+    /// Manage a group's members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+/// `usher ad group create`.
+#[derive(Debug, Clone, Args)]
+pub struct GroupCreateArgs {
+    /// Display name of the group.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: String,
+
+    /// Mail alias of the group.
+    #[arg(long = "mail-nickname", value_name = "ALIAS")]
+    pub mail_nickname: String,
+
+    /// Description of the group.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+}
+
+/// `usher ad group list`.
+#[derive(Debug, Clone, Args)]
+pub struct GroupListArgs {
+    /// Only groups with this display name.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: Option<String>,
+
+    /// OData filter.
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+}
+
+/// `usher ad group member ...`.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a member (user, group or service principal) to a group.
+    Add(MemberArgs),
+    /// Remove a member from a group.
+    Remove(MemberArgs),
+    /// List a group's direct members.
+    List(GroupArg),
+    /// Check whether an object is a member of a group (directly or through nested groups).
+    Check(MemberArgs),
+}
+
+/// A group and a member object id.
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs {
+    /// Group's display name or object id.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: String,
+
+    /// Object id of the member (user, group or service principal).
+    #[arg(long = "member-id", value_name = "ID")]
+    pub member_id: String,
+}
+
+/// `usher ad sp ...`.
+#[derive(Debug, Subcommand)]
+pub enum SpCommand {
+    /// List service principals.
+    List(SpListArgs),
+    /// Show a service principal.
+    Show(IdArg),
+    /// Create the service principal of an application (recreates a missing built-in).
+    Create(IdArg),
+    /// Delete a service principal.
+    Delete(IdArg),
+}
+
+/// `usher ad sp list` / `usher ad app list`.
+#[derive(Debug, Clone, Args)]
+pub struct SpListArgs {
+    /// Only objects whose display name contains this text.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: Option<String>,
+
+    /// Only the object of this application id.
+    #[arg(long = "app-id", value_name = "APPID")]
+    pub app_id: Option<String>,
+
+    /// OData filter.
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+}
+
+/// `usher ad app ...`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an application.
+    Create(AppCreateArgs),
+    /// List applications.
+    List(SpListArgs),
+    /// Show an application.
+    Show(IdArg),
+    /// Delete an application.
+    Delete(IdArg),
+    /// Manage an application's password credentials.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+}
+
+/// `usher ad app create`.
+#[derive(Debug, Clone, Args)]
+pub struct AppCreateArgs {
+    /// Display name of the application.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: String,
+
+    /// Space-separated redirect URIs of the web platform.
+    #[arg(long = "web-redirect-uris", num_args = 1.., value_name = "URI")]
+    pub web_redirect_uris: Vec<String>,
+
+    /// Space-separated redirect URIs of the public-client (mobile and desktop) platform.
+    #[arg(long = "public-client-redirect-uris", num_args = 1.., value_name = "URI")]
+    pub public_client_redirect_uris: Vec<String>,
+
+    /// Space-separated identifier URIs (e.g. api://my-app).
+    #[arg(long = "identifier-uris", num_args = 1.., value_name = "URI")]
+    pub identifier_uris: Vec<String>,
+
+    /// Treat the application as a public client (allows public-client flows).
+    #[arg(
+        long = "is-fallback-public-client",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = boolish(),
+        value_name = "BOOL"
+    )]
+    pub is_fallback_public_client: Option<bool>,
+}
+
+/// `usher ad app credential ...`.
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Add a new client secret (password) to an application and print it once.
+    Reset(CredentialResetArgs),
+}
+
+/// `usher ad app credential reset`.
+#[derive(Debug, Clone, Args)]
+pub struct CredentialResetArgs {
+    /// Application's app id or object id.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+
+    /// Friendly name of the secret.
+    #[arg(long = "display-name", value_name = "NAME")]
+    pub display_name: Option<String>,
+
+    /// Keep existing secrets (usher always keeps them; accepted for az compatibility).
+    #[arg(long)]
+    pub append: bool,
+}
+
+/// `usher ad signin ...`.
+#[derive(Debug, Subcommand)]
+pub enum SigninCommand {
+    /// List sign-in events, newest first.
+    List(SigninListArgs),
+}
+
+/// `usher ad signin list`.
+#[derive(Debug, Clone, Args)]
+pub struct SigninListArgs {
+    /// Only sign-ins of this user principal name.
+    #[arg(long, value_name = "UPN")]
+    pub upn: Option<String>,
+
+    /// At most this many events.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+}
+
+/// `usher ad audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List directory audit events, newest first.
+    List(TopArgs),
+}
+
+/// `--top N`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// At most this many events.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("usher").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_after_the_command() -> Result<(), clap::Error> {
+        let cli = parse(&["account", "show", "--query", "user.name", "--output", "tsv"])?;
+        assert_eq!(cli.global.output, OutputFormat::Tsv);
+        assert_eq!(cli.global.query.as_deref(), Some("user.name"));
+        assert!(matches!(cli.command, Command::Account(AccountCommand::Show)));
+        let cli = parse(&["-o", "table", "ad", "user", "list", "--out", "jsonc"])?;
+        assert_eq!(cli.global.output, OutputFormat::Jsonc);
+        let cli = parse(&["ad", "user", "list", "-o", "TSV"])?;
+        assert_eq!(cli.global.output, OutputFormat::Tsv);
+        Ok(())
+    }
+
+    #[test]
+    fn default_output_is_json() -> Result<(), clap::Error> {
+        let cli = parse(&["logout"])?;
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        Ok(())
+    }
+
+    #[test]
+    fn login_password_short_options() -> Result<(), clap::Error> {
+        let cli = parse(&[
+            "login",
+            "-u",
+            "admin@contoso.test",
+            "-p",
+            "pw",
+            "-t",
+            "contoso.test",
+            "--server",
+            "https://localhost:9443",
+            "--ca-file",
+            "/tmp/ca.pem",
+        ])?;
+        let Command::Login(args) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(args.username.as_deref(), Some("admin@contoso.test"));
+        assert_eq!(args.password.as_deref(), Some("pw"));
+        assert_eq!(args.tenant.as_deref(), Some("contoso.test"));
+        assert_eq!(cli.global.server.as_deref(), Some("https://localhost:9443"));
+        assert_eq!(cli.global.ca_file, Some(PathBuf::from("/tmp/ca.pem")));
+        Ok(())
+    }
+
+    #[test]
+    fn login_username_needs_password() {
+        let err = parse(&["login", "-u", "admin@contoso.test"]).err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::MissingRequiredArgument));
+        assert_eq!(
+            parse(&["login", "--use-device-code", "-u", "a", "-p", "b"])
+                .err()
+                .map(|e| e.kind()),
+            Some(ErrorKind::ArgumentConflict)
+        );
+    }
+
+    #[test]
+    fn user_create_defaults_and_booleans() -> Result<(), clap::Error> {
+        let base = [
+            "ad",
+            "user",
+            "create",
+            "--display-name",
+            "Alice",
+            "--user-principal-name",
+            "alice@contoso.test",
+            "--password",
+            "S3cure!pass",
+        ];
+        let cli = parse(&base)?;
+        let Command::Ad(AdCommand::User(UserCommand::Create(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert!(!a.force_change_password_next_sign_in);
+        assert!(a.account_enabled);
+
+        let mut with_flag = base.to_vec();
+        with_flag.push("--force-change-password-next-sign-in");
+        let cli = parse(&with_flag)?;
+        let Command::Ad(AdCommand::User(UserCommand::Create(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert!(a.force_change_password_next_sign_in);
+
+        let mut explicit = base.to_vec();
+        explicit.extend([
+            "--force-change-password-next-sign-in",
+            "false",
+            "--account-enabled",
+            "false",
+        ]);
+        let cli = parse(&explicit)?;
+        let Command::Ad(AdCommand::User(UserCommand::Create(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert!(!a.force_change_password_next_sign_in);
+        assert!(!a.account_enabled);
+        Ok(())
+    }
+
+    #[test]
+    fn user_create_requires_its_options() {
+        let err = parse(&["ad", "user", "create", "--display-name", "A"]).err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::MissingRequiredArgument));
+    }
+
+    #[test]
+    fn user_update_options() -> Result<(), clap::Error> {
+        let cli = parse(&[
+            "ad",
+            "user",
+            "update",
+            "--id",
+            "bob@contoso.test",
+            "--account-enabled",
+            "false",
+            "--mfa-state",
+            "enforced",
+        ])?;
+        let Command::Ad(AdCommand::User(UserCommand::Update(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.id, "bob@contoso.test");
+        assert_eq!(a.account_enabled, Some(false));
+        assert_eq!(a.mfa_state, Some(MfaState::Enforced));
+        assert_eq!(a.force_change_password_next_sign_in, None);
+        assert!(parse(&["ad", "user", "update", "--id", "x", "--mfa-state", "sometimes"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn group_member_short_options() -> Result<(), clap::Error> {
+        let cli = parse(&[
+            "ad",
+            "group",
+            "member",
+            "add",
+            "-g",
+            "Admins",
+            "--member-id",
+            "m1",
+        ])?;
+        let Command::Ad(AdCommand::Group(GroupCommand::Member(MemberCommand::Add(a)))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.group, "Admins");
+        assert_eq!(a.member_id, "m1");
+        let cli = parse(&["ad", "group", "show", "--group", "Admins"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Ad(AdCommand::Group(GroupCommand::Show(_)))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn app_create_lists() -> Result<(), clap::Error> {
+        let cli = parse(&[
+            "ad",
+            "app",
+            "create",
+            "--display-name",
+            "web",
+            "--web-redirect-uris",
+            "https://a/cb",
+            "https://b/cb",
+            "--is-fallback-public-client",
+        ])?;
+        let Command::Ad(AdCommand::App(AppCommand::Create(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.web_redirect_uris, vec!["https://a/cb", "https://b/cb"]);
+        assert_eq!(a.is_fallback_public_client, Some(true));
+        assert!(a.identifier_uris.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn signin_list_top() -> Result<(), clap::Error> {
+        let cli = parse(&["ad", "signin", "list", "--upn", "a@b", "--top", "5"])?;
+        let Command::Ad(AdCommand::Signin(SigninCommand::List(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.top, Some(5));
+        assert!(parse(&["ad", "signin", "list", "--top", "many"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn version_and_help_and_bad_output() {
+        assert_eq!(
+            parse(&["--version"]).err().map(|e| e.kind()),
+            Some(ErrorKind::DisplayVersion)
+        );
+        assert_eq!(
+            parse(&["ad", "user", "--help"]).err().map(|e| e.kind()),
+            Some(ErrorKind::DisplayHelp)
+        );
+        assert_eq!(
+            parse(&["account", "show", "-o", "yaml"]).err().map(|e| e.kind()),
+            Some(ErrorKind::InvalidValue)
+        );
+    }
+
+    #[test]
+    fn every_command_and_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str) -> Vec<String> {
+            let mut missing = Vec::new();
+            let here = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(here.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && !arg.is_positional() {
+                    missing.push(format!("{here} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    missing.extend(walk(sub, &here));
+                }
+            }
+            missing
+        }
+        let missing = walk(&Cli::command(), "");
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
+}

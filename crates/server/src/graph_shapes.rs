@@ -1,0 +1,91 @@
+//! Directory objects in Microsoft Graph's JSON shapes.
+
+use serde_json::{Value, json};
+use usher_directory::model::{Application, DirectoryObject, Group, ServicePrincipal, User};
+
+fn iso(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A user.
+pub fn user(u: &User) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.user",
+        "id": u.id,
+        "userPrincipalName": u.user_principal_name,
+        "displayName": u.display_name,
+        "mailNickname": u.mail_nickname,
+        "mail": Value::Null,
+        "accountEnabled": u.account_enabled,
+        "userType": format!("{:?}", u.user_type),
+        "createdDateTime": iso(u.created_at),
+        "lastPasswordChangeDateTime": iso(u.password_set_at),
+        "passwordPolicies": "None",
+        "passwordProfile": {"forceChangePasswordNextSignIn": u.force_change_password_next_sign_in},
+    })
+}
+
+/// A group.
+pub fn group(g: &Group) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.group",
+        "id": g.id,
+        "displayName": g.display_name,
+        "mailNickname": g.mail_nickname,
+        "description": g.description,
+        "securityEnabled": g.security_enabled,
+        "mailEnabled": false,
+        "groupTypes": [],
+        "createdDateTime": iso(g.created_at),
+    })
+}
+
+/// An application (secrets never, hints only).
+pub fn application(a: &Application) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.application",
+        "id": a.id,
+        "appId": a.app_id,
+        "displayName": a.display_name,
+        "identifierUris": a.identifier_uris,
+        "isFallbackPublicClient": a.is_fallback_public_client,
+        "web": {"redirectUris": a.web_redirect_uris},
+        "publicClient": {"redirectUris": a.public_client_redirect_uris},
+        "signInAudience": "AzureADMyOrg",
+        "createdDateTime": iso(a.created_at),
+        "passwordCredentials": a.password_credentials.iter().map(|c| json!({
+            "keyId": c.key_id, "displayName": c.display_name, "hint": c.hint,
+            "startDateTime": iso(c.start), "endDateTime": iso(c.end), "secretText": Value::Null,
+        })).collect::<Vec<_>>(),
+        "keyCredentials": a.key_credentials.iter().map(|k| json!({
+            "keyId": k.key_id, "displayName": k.display_name, "type": "Jwk", "usage": "Verify",
+            "customKeyIdentifier": k.jwk.kid,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A service principal.
+pub fn service_principal(s: &ServicePrincipal) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.servicePrincipal",
+        "id": s.id,
+        "appId": s.app_id,
+        "displayName": s.display_name,
+        "appDisplayName": s.display_name,
+        "servicePrincipalType": s.service_principal_type,
+        "servicePrincipalNames": s.service_principal_names,
+        "accountEnabled": s.account_enabled,
+    })
+}
+
+/// Any directory object.
+pub fn object(o: &DirectoryObject) -> Value {
+    match o {
+        DirectoryObject::User(u) => user(u),
+        DirectoryObject::Group(g) => group(g),
+        DirectoryObject::ServicePrincipal(s) => service_principal(s),
+    }
+}

@@ -1,0 +1,54 @@
+//! Prometheus metrics at `/metrics`: request counts and latency by route and status.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+
+/// The process-wide recorder handle.
+#[derive(Debug)]
+pub struct Metrics {
+    handle: Option<PrometheusHandle>,
+}
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+impl Metrics {
+    /// Installs the recorder once per process.
+    pub fn install() -> Self {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let recorder = PrometheusBuilder::new().build_recorder();
+                let handle = recorder.handle();
+                metrics::set_global_recorder(recorder).ok().map(|()| handle)
+            })
+            .clone();
+        Self { handle }
+    }
+
+    /// The Prometheus text.
+    pub fn render(&self) -> String {
+        self.handle.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+    }
+}
+
+/// Counts requests and records their latency.
+pub async fn track(State(_): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("usher_http_requests_total", &labels).increment(1);
+    metrics::histogram!("usher_http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,78 @@
+//! Bearer-token authentication of API callers.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// An authenticated caller of the API.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Object id (user or service principal).
+    pub oid: String,
+    /// UPN, for users.
+    pub upn: Option<String>,
+    /// Whether this is an app-only token.
+    pub is_app: bool,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| ApiError::Unauthenticated("Access token is empty.".into()))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::Unauthenticated("The Authorization header must be a Bearer token.".into()))?;
+        let public = state.idp.public_url().to_owned();
+        let audiences = vec![public.clone(), format!("{public}/")];
+        let claims = state
+            .idp
+            .validate_access_token(token.trim(), &audiences)
+            .map_err(|e| ApiError::Unauthenticated(format!("Access token validation failure: {e}.")))?;
+        let oid = claims.get("oid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if oid.is_empty() {
+            return Err(ApiError::Unauthenticated("Access token validation failure: the token has no oid.".into()));
+        }
+        Ok(Caller {
+            oid,
+            upn: claims.get("upn").and_then(Value::as_str).map(str::to_owned),
+            is_app: claims.get("idtyp").and_then(Value::as_str) == Some("app"),
+        })
+    }
+}
+
+impl Caller {
+    /// Refuses callers holding none of `roles` (directory role template ids).
+    pub async fn require_role(&self, state: &AppState, roles: &[&str], action: &str) -> Result<(), ApiError> {
+        if !self.is_app && state.dir().has_directory_role(&self.oid, roles).await? {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "Insufficient privileges to complete the operation: {action} needs one of the directory roles {}.",
+            roles
+                .iter()
+                .map(|r| match *r {
+                    usher_core::well_known::GLOBAL_ADMIN_ROLE => "Global Administrator",
+                    usher_core::well_known::USER_ADMIN_ROLE => "User Administrator",
+                    usher_core::well_known::CLOUD_APP_ADMIN_ROLE => "Cloud Application Administrator",
+                    other => other,
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Name for the audit log.
+    pub fn name(&self) -> String {
+        self.upn.clone().unwrap_or_else(|| self.oid.clone())
+    }
+}

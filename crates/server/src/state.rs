@@ -1,0 +1,22 @@
+use std::sync::Arc;
+
+use usher_directory::Directory;
+use usher_idp::Idp;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The token service (and through it the directory).
+    pub idp: Idp,
+    /// Prometheus text renderer.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether cookies get `Secure` (always, since TLS is always on).
+    pub secure_cookies: bool,
+}
+
+impl AppState {
+    /// The directory.
+    pub fn dir(&self) -> &Directory {
+        self.idp.directory()
+    }
+}
