@@ -5,19 +5,102 @@ use serde::{Deserialize, Serialize};
 
 /// Common passwords refused whatever their letter case or letter/digit substitutions.
 const COMMON_PASSWORDS: &[&str] = &[
-    "password", "password1", "password12", "password123", "passw0rd", "123456", "12345678",
-    "123456789", "1234567890", "qwerty", "qwertyuiop", "qwerty123", "abc123", "letmein",
-    "welcome", "welcome1", "welcome123", "admin", "administrator", "admin123", "iloveyou",
-    "monkey", "dragon", "football", "baseball", "sunshine", "princess", "trustno1", "master",
-    "superman", "batman", "starwars", "whatever", "shadow", "michael", "jennifer", "hunter2",
-    "changeme", "secret", "default", "login", "passpass", "test1234", "testtest", "azerty",
-    "11111111", "00000000", "87654321", "1q2w3e4r", "1qaz2wsx", "zaq12wsx", "asdfghjk",
-    "asdfasdf", "summer2024", "winter2024", "spring2024", "autumn2024", "summer2025",
-    "winter2025", "summer2026", "winter2026", "p@ssword", "letmein1", "football1", "mustang",
-    "access", "flower", "computer", "internet", "corvette", "ferrari", "cheese", "killer",
-    "pepper", "ginger", "charlie", "jordan23", "liverpool", "chelsea", "arsenal", "google",
-    "microsoft", "windows", "linux", "ubuntu", "debian", "contoso", "fabrikam", "azure",
-    "usher", "company", "companyname", "temp1234", "temporary", "newpassword", "mypassword",
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "123456",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwerty",
+    "qwertyuiop",
+    "qwerty123",
+    "abc123",
+    "letmein",
+    "welcome",
+    "welcome1",
+    "welcome123",
+    "admin",
+    "administrator",
+    "admin123",
+    "iloveyou",
+    "monkey",
+    "dragon",
+    "football",
+    "baseball",
+    "sunshine",
+    "princess",
+    "trustno1",
+    "master",
+    "superman",
+    "batman",
+    "starwars",
+    "whatever",
+    "shadow",
+    "michael",
+    "jennifer",
+    "hunter2",
+    "changeme",
+    "secret",
+    "default",
+    "login",
+    "passpass",
+    "test1234",
+    "testtest",
+    "azerty",
+    "11111111",
+    "00000000",
+    "87654321",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "asdfghjk",
+    "asdfasdf",
+    "summer2024",
+    "winter2024",
+    "spring2024",
+    "autumn2024",
+    "summer2025",
+    "winter2025",
+    "summer2026",
+    "winter2026",
+    "p@ssword",
+    "letmein1",
+    "football1",
+    "mustang",
+    "access",
+    "flower",
+    "computer",
+    "internet",
+    "corvette",
+    "ferrari",
+    "cheese",
+    "killer",
+    "pepper",
+    "ginger",
+    "charlie",
+    "jordan23",
+    "liverpool",
+    "chelsea",
+    "arsenal",
+    "google",
+    "microsoft",
+    "windows",
+    "linux",
+    "ubuntu",
+    "debian",
+    "contoso",
+    "fabrikam",
+    "azure",
+    "usher",
+    "company",
+    "companyname",
+    "temp1234",
+    "temporary",
+    "newpassword",
+    "mypassword",
 ];
 
 /// A tenant's password policy.
@@ -39,7 +122,12 @@ pub struct PasswordPolicy {
 
 impl Default for PasswordPolicy {
     fn default() -> Self {
-        Self { min_length: 8, require_complexity: false, max_age_days: None, banned_words: vec![] }
+        Self {
+            min_length: 8,
+            require_complexity: false,
+            max_age_days: None,
+            banned_words: vec![],
+        }
     }
 }
 
@@ -137,7 +225,10 @@ mod tests {
 
     #[test]
     fn default_policy_accepts_a_long_uncommon_password() {
-        assert_eq!(PasswordPolicy::default().check("correct horse battery", "ann@contoso.test"), Ok(()));
+        assert_eq!(
+            PasswordPolicy::default().check("correct horse battery", "ann@contoso.test"),
+            Ok(())
+        );
     }
 
     #[test]
@@ -151,8 +242,19 @@ mod tests {
     #[test]
     fn blocklist_undoes_case_and_substitutions() {
         let p = PasswordPolicy::default();
-        for pw in ["password", "PASSWORD1", "P@ssw0rd1", "p4$$w0rd", "Adm1n123", "W3lc0me123"] {
-            assert_eq!(p.check(pw, "x@contoso.test"), Err(PolicyViolation::Common), "{pw}");
+        for pw in [
+            "password",
+            "PASSWORD1",
+            "P@ssw0rd1",
+            "p4$$w0rd",
+            "Adm1n123",
+            "W3lc0me123",
+        ] {
+            assert_eq!(
+                p.check(pw, "x@contoso.test"),
+                Err(PolicyViolation::Common),
+                "{pw}"
+            );
         }
         // A blocklisted word inside a longer password is fine (whole-password match only).
         assert_eq!(p.check("password-for-my-cat-tom", "x@contoso.test"), Ok(()));
@@ -160,8 +262,14 @@ mod tests {
 
     #[test]
     fn tenant_words_are_banned_too() {
-        let p = PasswordPolicy { banned_words: vec!["northwind".into()], ..Default::default() };
-        assert_eq!(p.check("N0rthw1nd", "x@contoso.test"), Err(PolicyViolation::Common));
+        let p = PasswordPolicy {
+            banned_words: vec!["northwind".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            p.check("N0rthw1nd", "x@contoso.test"),
+            Err(PolicyViolation::Common)
+        );
     }
 
     #[test]
@@ -174,16 +282,28 @@ mod tests {
 
     #[test]
     fn complexity_only_when_enabled() {
-        let p = PasswordPolicy { require_complexity: true, ..Default::default() };
-        assert_eq!(p.check("alllowercaseletters", "x@y"), Err(PolicyViolation::NotComplex));
+        let p = PasswordPolicy {
+            require_complexity: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            p.check("alllowercaseletters", "x@y"),
+            Err(PolicyViolation::NotComplex)
+        );
         assert_eq!(p.check("Mixed-case words", "x@y"), Ok(()));
-        assert_eq!(PasswordPolicy::default().check("alllowercaseletters", "x@y"), Ok(()));
+        assert_eq!(
+            PasswordPolicy::default().check("alllowercaseletters", "x@y"),
+            Ok(())
+        );
     }
 
     #[test]
     fn expiry_is_off_by_default() {
         assert!(!PasswordPolicy::default().is_expired(0, 10_000_000_000));
-        let p = PasswordPolicy { max_age_days: Some(90), ..Default::default() };
+        let p = PasswordPolicy {
+            max_age_days: Some(90),
+            ..Default::default()
+        };
         assert!(!p.is_expired(0, 90 * 86_400));
         assert!(p.is_expired(0, 90 * 86_400 + 1));
     }

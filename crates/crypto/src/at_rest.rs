@@ -24,7 +24,9 @@ impl SealingKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| CryptoError::Key("an at-rest key must be 32 bytes".into()))?;
-        Ok(Self { key: LessSafeKey::new(unbound) })
+        Ok(Self {
+            key: LessSafeKey::new(unbound),
+        })
     }
 
     /// A fresh random key, returned with its bytes (to be persisted by the caller).
@@ -40,7 +42,11 @@ impl SealingKey {
         rng.fill(&mut nonce);
         let mut buf = plaintext.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut buf,
+            )
             .map_err(|_| CryptoError::Key("encryption failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
@@ -75,8 +81,13 @@ mod tests {
     #[test]
     fn seal_open_and_tamper() {
         let (k, _) = SealingKey::generate(&SystemRng).unwrap_or_else(|_| unreachable!());
-        let sealed = k.seal(b"secret key bytes", "signing-key:k1", &SystemRng).unwrap_or_default();
-        assert_eq!(k.open(&sealed, "signing-key:k1").map(|v| v.to_vec()).ok(), Some(b"secret key bytes".to_vec()));
+        let sealed = k
+            .seal(b"secret key bytes", "signing-key:k1", &SystemRng)
+            .unwrap_or_default();
+        assert_eq!(
+            k.open(&sealed, "signing-key:k1").map(|v| v.to_vec()).ok(),
+            Some(b"secret key bytes".to_vec())
+        );
         assert!(k.open(&sealed, "signing-key:k2").is_err(), "aad binds");
         let (other, _) = SealingKey::generate(&SystemRng).unwrap_or_else(|_| unreachable!());
         assert!(other.open(&sealed, "signing-key:k1").is_err(), "wrong key");
@@ -84,6 +95,9 @@ mod tests {
         if let Some(b) = bad.last_mut() {
             *b = if *b == b'A' { b'B' } else { b'A' };
         }
-        assert!(k.open(&String::from_utf8(bad).unwrap_or_default(), "signing-key:k1").is_err());
+        assert!(
+            k.open(&String::from_utf8(bad).unwrap_or_default(), "signing-key:k1")
+                .is_err()
+        );
     }
 }

@@ -112,7 +112,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +204,9 @@ pub struct KeySet {
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("KeySet")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -214,8 +218,12 @@ impl KeySet {
             if jwk.kty != "EC" || jwk.crv != "P-256" || jwk.alg.as_deref().is_some_and(|a| a != "ES256") {
                 return Err(CryptoError::Key("only P-256 ES256 keys are accepted".into()));
             }
-            let kid = jwk.kid.clone().ok_or(CryptoError::Key("a JWK without kid".into()))?;
-            let key = DecodingKey::from_ec_components(&jwk.x, &jwk.y).map_err(|e| CryptoError::Key(e.to_string()))?;
+            let kid = jwk
+                .kid
+                .clone()
+                .ok_or(CryptoError::Key("a JWK without kid".into()))?;
+            let key = DecodingKey::from_ec_components(&jwk.x, &jwk.y)
+                .map_err(|e| CryptoError::Key(e.to_string()))?;
             keys.insert(kid, key);
         }
         Ok(Self { keys })
@@ -236,21 +244,30 @@ impl KeySet {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
-        let key = self.keys.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let key = self
+            .keys
+            .get(&kid)
+            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
         let got_typ = header.typ.unwrap_or_default();
         if !got_typ.eq_ignore_ascii_case(expect.kind.typ()) {
-            return Err(TokenError::WrongType { expected: expect.kind.typ(), got: got_typ });
+            return Err(TokenError::WrongType {
+                expected: expect.kind.typ(),
+                got: got_typ,
+            });
         }
         let mut validation = Validation::new(Algorithm::ES256);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm(alg_of(token)),
-            _ => TokenError::Malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm(alg_of(token)),
+                    _ => TokenError::Malformed,
+                }
+            })?;
         let claims = data.claims;
         check_claims(&claims, expect)?;
         Ok(claims)
@@ -268,7 +285,10 @@ fn alg_of(token: &str) -> String {
 }
 
 fn check_claims(claims: &Map<String, Value>, expect: &Expectations<'_>) -> Result<(), TokenError> {
-    let iss = claims.get("iss").and_then(Value::as_str).ok_or(TokenError::MissingClaim("iss"))?;
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::MissingClaim("iss"))?;
     if iss != expect.issuer {
         return Err(TokenError::WrongIssuer);
     }
@@ -283,7 +303,10 @@ fn check_claims(claims: &Map<String, Value>, expect: &Expectations<'_>) -> Resul
     if !aud_ok {
         return Err(TokenError::WrongAudience);
     }
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(TokenError::MissingClaim("exp"))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(TokenError::MissingClaim("exp"))?;
     if expect.now >= exp + LEEWAY_SECS {
         return Err(TokenError::Expired);
     }
@@ -311,7 +334,12 @@ mod tests {
     const ISS: &str = "https://h/t/v2.0";
 
     fn exp(kind: TokenKind, auds: &[String]) -> Expectations<'_> {
-        Expectations { kind, issuer: ISS, audiences: auds, now: 1000 }
+        Expectations {
+            kind,
+            issuer: ISS,
+            audiences: auds,
+            now: 1000,
+        }
     }
 
     fn claims() -> Value {
@@ -334,7 +362,10 @@ mod tests {
         let auds = vec!["api".to_owned()];
         assert_eq!(
             ks.validate(&t, &exp(TokenKind::Access, &auds)),
-            Err(TokenError::WrongType { expected: "at+jwt", got: "JWT".into() })
+            Err(TokenError::WrongType {
+                expected: "at+jwt",
+                got: "JWT".into()
+            })
         );
     }
 
@@ -345,19 +376,34 @@ mod tests {
         let sign = |c: Value| k.sign(TokenKind::Access, &c).unwrap_or_default();
         let mut c = claims();
         c["aud"] = json!("other");
-        assert_eq!(ks.validate(&sign(c), &exp(TokenKind::Access, &auds)), Err(TokenError::WrongAudience));
+        assert_eq!(
+            ks.validate(&sign(c), &exp(TokenKind::Access, &auds)),
+            Err(TokenError::WrongAudience)
+        );
         let mut c = claims();
         c["iss"] = json!("https://evil/v2.0");
-        assert_eq!(ks.validate(&sign(c), &exp(TokenKind::Access, &auds)), Err(TokenError::WrongIssuer));
+        assert_eq!(
+            ks.validate(&sign(c), &exp(TokenKind::Access, &auds)),
+            Err(TokenError::WrongIssuer)
+        );
         let mut c = claims();
         c["exp"] = json!(900);
-        assert_eq!(ks.validate(&sign(c), &exp(TokenKind::Access, &auds)), Err(TokenError::Expired));
+        assert_eq!(
+            ks.validate(&sign(c), &exp(TokenKind::Access, &auds)),
+            Err(TokenError::Expired)
+        );
         let mut c = claims();
         c["nbf"] = json!(1100);
-        assert_eq!(ks.validate(&sign(c), &exp(TokenKind::Access, &auds)), Err(TokenError::NotYetValid));
+        assert_eq!(
+            ks.validate(&sign(c), &exp(TokenKind::Access, &auds)),
+            Err(TokenError::NotYetValid)
+        );
         let mut c = claims();
         c.as_object_mut().map(|m| m.remove("exp"));
-        assert_eq!(ks.validate(&sign(c), &exp(TokenKind::Access, &auds)), Err(TokenError::MissingClaim("exp")));
+        assert_eq!(
+            ks.validate(&sign(c), &exp(TokenKind::Access, &auds)),
+            Err(TokenError::MissingClaim("exp"))
+        );
     }
 
     #[test]
@@ -366,10 +412,16 @@ mod tests {
         let other = SigningKey::generate("k1").unwrap_or_else(|e| unreachable!("{e}"));
         let t = other.sign(TokenKind::Access, &claims()).unwrap_or_default();
         let auds = vec!["api".to_owned()];
-        assert_eq!(ks.validate(&t, &exp(TokenKind::Access, &auds)), Err(TokenError::Signature));
+        assert_eq!(
+            ks.validate(&t, &exp(TokenKind::Access, &auds)),
+            Err(TokenError::Signature)
+        );
         let unknown = SigningKey::generate("k9").unwrap_or_else(|e| unreachable!("{e}"));
         let t = unknown.sign(TokenKind::Access, &claims()).unwrap_or_default();
-        assert_eq!(ks.validate(&t, &exp(TokenKind::Access, &auds)), Err(TokenError::UnknownKey("k9".into())));
+        assert_eq!(
+            ks.validate(&t, &exp(TokenKind::Access, &auds)),
+            Err(TokenError::UnknownKey("k9".into()))
+        );
     }
 
     #[test]
@@ -377,15 +429,24 @@ mod tests {
         let (k, ks) = setup();
         let auds = vec!["api".to_owned()];
         let body = b64url(claims().to_string().as_bytes());
-        let none = format!("{}.{body}.", b64url(br#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#));
-        assert!(matches!(ks.validate(&none, &exp(TokenKind::Access, &auds)), Err(TokenError::Algorithm(_))));
+        let none = format!(
+            "{}.{body}.",
+            b64url(br#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#)
+        );
+        assert!(matches!(
+            ks.validate(&none, &exp(TokenKind::Access, &auds)),
+            Err(TokenError::Algorithm(_))
+        ));
         // HS256 keyed with the public key's bytes (the classic confusion attack).
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("k1".into());
         h.typ = Some("at+jwt".into());
         let hs = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(k.jwk().x.as_bytes()))
             .unwrap_or_default();
-        assert!(matches!(ks.validate(&hs, &exp(TokenKind::Access, &auds)), Err(TokenError::Algorithm(_))));
+        assert!(matches!(
+            ks.validate(&hs, &exp(TokenKind::Access, &auds)),
+            Err(TokenError::Algorithm(_))
+        ));
     }
 
     #[test]

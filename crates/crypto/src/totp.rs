@@ -19,9 +19,9 @@ pub fn code_at_step(secret: &[u8], step: u64, digits: u32) -> String {
     let tag = hmac::sign(&key, &step.to_be_bytes());
     let h = tag.as_ref();
     let offset = usize::from(h.last().copied().unwrap_or(0) & 0x0f);
-    let word = h.get(offset..offset + 4).map_or(0, |b| {
-        u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]])
-    });
+    let word = h
+        .get(offset..offset + 4)
+        .map_or(0, |b| u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]));
     let modulo = 10u32.pow(digits);
     format!("{:0width$}", word % modulo, width = digits as usize)
 }
@@ -111,7 +111,6 @@ pub fn current_code(base32_secret: &str, now: i64) -> Option<String> {
     base32_decode(base32_secret).map(|s| code_at_step(&s, step_of(now), 6))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +149,9 @@ mod tests {
         assert_eq!(base32_decode("mzxw 6ytb oi======").unwrap_or_default(), b"foobar");
         assert!(base32_decode("0189").is_none());
         let uri = otpauth_uri("usher", "ann@contoso.test", b"foobar");
-        assert_eq!(uri, "otpauth://totp/usher:ann@contoso.test?secret=MZXW6YTBOI&issuer=usher&algorithm=SHA1&digits=6&period=30");
+        assert_eq!(
+            uri,
+            "otpauth://totp/usher:ann@contoso.test?secret=MZXW6YTBOI&issuer=usher&algorithm=SHA1&digits=6&period=30"
+        );
     }
 }

@@ -15,8 +15,18 @@ const APP_CACHE_SECS: i64 = 5;
 
 /// A built-in application: (appId, display name, identifier URIs, public client).
 pub(crate) const BUILTINS: &[(&str, &str, &[&str], bool)] = &[
-    (well_known::VM_SIGN_IN_APP_ID, "Azure Windows VM Sign-In", &[], false),
-    (well_known::REMOTE_DESKTOP_APP_ID, "Microsoft Remote Desktop", &[], false),
+    (
+        well_known::VM_SIGN_IN_APP_ID,
+        "Azure Windows VM Sign-In",
+        &[],
+        false,
+    ),
+    (
+        well_known::REMOTE_DESKTOP_APP_ID,
+        "Microsoft Remote Desktop",
+        &[],
+        false,
+    ),
     (well_known::CLI_APP_ID, "Microsoft Azure CLI", &[], true),
     (
         well_known::DEVICE_REGISTRATION_APP_ID,
@@ -41,25 +51,38 @@ pub struct NewApplication {
     pub is_fallback_public_client: bool,
 }
 
-/// Short-lived cache of applications by appId for the token endpoint.
+/// A cached lookup result and when it was read.
+type Cached<T> = (Option<T>, i64);
+
+/// Short-lived caches of applications and service principals by appId for the token endpoint.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct AppCache(Arc<RwLock<HashMap<String, (Option<Application>, i64)>>>);
+pub(crate) struct AppCache {
+    apps: Arc<RwLock<HashMap<String, Cached<Application>>>>,
+    sps: Arc<RwLock<HashMap<String, Cached<ServicePrincipal>>>>,
+}
+
+fn cache_get<T: Clone>(map: &RwLock<HashMap<String, Cached<T>>>, key: &str, now: i64) -> Option<Option<T>> {
+    let map = map.read().ok()?;
+    map.get(key)
+        .filter(|(_, at)| now - at < APP_CACHE_SECS)
+        .map(|(v, _)| v.clone())
+}
+
+fn cache_put<T>(map: &RwLock<HashMap<String, Cached<T>>>, key: &str, value: Option<T>, now: i64) {
+    if let Ok(mut map) = map.write() {
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(key.to_owned(), (value, now));
+    }
+}
 
 impl AppCache {
-    fn get(&self, app_id: &str, now: i64) -> Option<Option<Application>> {
-        let map = self.0.read().ok()?;
-        map.get(app_id).filter(|(_, at)| now - at < APP_CACHE_SECS).map(|(a, _)| a.clone())
-    }
-    fn put(&self, app_id: &str, app: Option<Application>, now: i64) {
-        if let Ok(mut map) = self.0.write() {
-            if map.len() > 10_000 {
-                map.clear();
-            }
-            map.insert(app_id.to_owned(), (app, now));
-        }
-    }
     fn forget(&self, app_id: &str) {
-        if let Ok(mut map) = self.0.write() {
+        if let Ok(mut map) = self.apps.write() {
+            map.remove(app_id);
+        }
+        if let Ok(mut map) = self.sps.write() {
             map.remove(app_id);
         }
     }
@@ -80,19 +103,26 @@ fn valid_redirect_uri(uri: &str) -> bool {
 
 impl Directory {
     pub(crate) fn builtin_application(&self, app_id: &str) -> Option<Application> {
-        BUILTINS.iter().find(|b| b.0 == app_id).map(|(id, name, uris, public)| Application {
-            id: self.new_id(),
-            app_id: (*id).to_owned(),
-            display_name: (*name).to_owned(),
-            identifier_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
-            web_redirect_uris: vec![],
-            public_client_redirect_uris: if *public { vec!["http://localhost".into()] } else { vec![] },
-            is_fallback_public_client: *public,
-            password_credentials: vec![],
-            key_credentials: vec![],
-            builtin: true,
-            created_at: self.now(),
-        })
+        BUILTINS
+            .iter()
+            .find(|b| b.0 == app_id)
+            .map(|(id, name, uris, public)| Application {
+                id: self.new_id(),
+                app_id: (*id).to_owned(),
+                display_name: (*name).to_owned(),
+                identifier_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
+                web_redirect_uris: vec![],
+                public_client_redirect_uris: if *public {
+                    vec!["http://localhost".into()]
+                } else {
+                    vec![]
+                },
+                is_fallback_public_client: *public,
+                password_credentials: vec![],
+                key_credentials: vec![],
+                builtin: true,
+                created_at: self.now(),
+            })
     }
 
     /// Registers an application.
@@ -100,7 +130,11 @@ impl Directory {
         if new.display_name.trim().is_empty() {
             return Err(DirectoryError::Invalid("displayName must not be empty".into()));
         }
-        for uri in new.web_redirect_uris.iter().chain(&new.public_client_redirect_uris) {
+        for uri in new
+            .web_redirect_uris
+            .iter()
+            .chain(&new.public_client_redirect_uris)
+        {
             if !valid_redirect_uri(uri) {
                 return Err(DirectoryError::Invalid(format!(
                     "redirect URI `{uri}` is not allowed: use https (http only for localhost), without a fragment"
@@ -127,9 +161,10 @@ impl Directory {
     async fn insert_application(&self, app: &Application) -> DirResult<()> {
         let rec = Record::from_value(kinds::APPLICATION, &app.id, app)?.with_key(app.app_id.clone());
         self.store.insert(rec).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => {
-                DirectoryError::AlreadyExists(format!("an application with appId `{}` already exists", app.app_id))
-            }
+            StoreError::Conflict { .. } => DirectoryError::AlreadyExists(format!(
+                "an application with appId `{}` already exists",
+                app.app_id
+            )),
             other => other.into(),
         })?;
         self.apps_cache.forget(&app.app_id);
@@ -146,20 +181,27 @@ impl Directory {
         };
         rec.map(|r| r.decode())
             .transpose()?
-            .ok_or_else(|| DirectoryError::NotFound { what: "application", id: id_or_app_id.to_owned() })
+            .ok_or_else(|| DirectoryError::NotFound {
+                what: "application",
+                id: id_or_app_id.to_owned(),
+            })
     }
 
     /// An application by appId, through a cache of a few seconds (the token endpoint's path).
     pub async fn application_by_app_id_cached(&self, app_id: &str) -> DirResult<Option<Application>> {
         let now = self.now();
-        if let Some(hit) = self.apps_cache.get(app_id, now) {
+        if let Some(hit) = cache_get(&self.apps_cache.apps, app_id, now) {
             return Ok(hit);
         }
-        let app = match self.store.get_by_key(kinds::APPLICATION, &app_id.to_lowercase(), now).await? {
+        let app = match self
+            .store
+            .get_by_key(kinds::APPLICATION, &app_id.to_lowercase(), now)
+            .await?
+        {
             Some(r) => Some(r.decode::<Application>()?),
             None => None,
         };
-        self.apps_cache.put(app_id, app.clone(), now);
+        cache_put(&self.apps_cache.apps, app_id, app.clone(), now);
         Ok(app)
     }
 
@@ -209,15 +251,27 @@ impl Directory {
     }
 
     /// Adds a public key for `private_key_jwt`.
-    pub async fn add_key(&self, id_or_app_id: &str, display_name: &str, mut jwk: Jwk) -> DirResult<KeyCredential> {
+    pub async fn add_key(
+        &self,
+        id_or_app_id: &str,
+        display_name: &str,
+        mut jwk: Jwk,
+    ) -> DirResult<KeyCredential> {
         let app = self.get_application(id_or_app_id).await?;
-        usher_crypto::jwt::KeySet::from_jwks(&[Jwk { kid: Some(jwk.kid.clone().unwrap_or_else(|| "k".into())), ..jwk.clone() }])
-            .map_err(|e| DirectoryError::Invalid(format!("the key is not usable: {e}")))?;
+        usher_crypto::jwt::KeySet::from_jwks(&[Jwk {
+            kid: Some(jwk.kid.clone().unwrap_or_else(|| "k".into())),
+            ..jwk.clone()
+        }])
+        .map_err(|e| DirectoryError::Invalid(format!("the key is not usable: {e}")))?;
         let key_id = self.new_id();
         if jwk.kid.is_none() {
             jwk.kid = Some(key_id.clone());
         }
-        let cred = KeyCredential { key_id, display_name: display_name.to_owned(), jwk };
+        let cred = KeyCredential {
+            key_id,
+            display_name: display_name.to_owned(),
+            jwk,
+        };
         let c = cred.clone();
         self.modify::<Application, _>(kinds::APPLICATION, &app.id, move |a| {
             a.key_credentials.push(c.clone());
@@ -240,7 +294,10 @@ impl Directory {
                     b
                 }
                 None => {
-                    return Err(DirectoryError::NotFound { what: "application", id: app_id });
+                    return Err(DirectoryError::NotFound {
+                        what: "application",
+                        id: app_id,
+                    });
                 }
             },
             Err(e) => return Err(e),
@@ -264,17 +321,33 @@ impl Directory {
         };
         let rec = Record::from_value(kinds::SERVICE_PRINCIPAL, &sp.id, &sp)?.with_key(sp.app_id.clone());
         self.store.insert(rec).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => {
-                DirectoryError::AlreadyExists(format!("a service principal for appId `{}` already exists", sp.app_id))
-            }
+            StoreError::Conflict { .. } => DirectoryError::AlreadyExists(format!(
+                "a service principal for appId `{}` already exists",
+                sp.app_id
+            )),
             other => other.into(),
         })?;
+        self.apps_cache.forget(&sp.app_id);
+        Ok(sp)
+    }
+
+    /// The service principal of an appId, through a cache of a few seconds (the token endpoint's path).
+    pub async fn find_service_principal_cached(&self, app_id: &str) -> DirResult<Option<ServicePrincipal>> {
+        let now = self.now();
+        if let Some(hit) = cache_get(&self.apps_cache.sps, app_id, now) {
+            return Ok(hit);
+        }
+        let sp = self.find_service_principal(app_id).await?;
+        cache_put(&self.apps_cache.sps, app_id, sp.clone(), now);
         Ok(sp)
     }
 
     /// The service principal of an appId.
     pub async fn find_service_principal(&self, app_id: &str) -> DirResult<Option<ServicePrincipal>> {
-        let rec = self.store.get_by_key(kinds::SERVICE_PRINCIPAL, &app_id.to_lowercase(), self.now()).await?;
+        let rec = self
+            .store
+            .get_by_key(kinds::SERVICE_PRINCIPAL, &app_id.to_lowercase(), self.now())
+            .await?;
         rec.map(|r| r.decode().map_err(Into::into)).transpose()
     }
 
@@ -283,10 +356,16 @@ impl Directory {
         if let Some(sp) = self.find_service_principal(id_or_app_id).await? {
             return Ok(sp);
         }
-        let rec = self.store.get(kinds::SERVICE_PRINCIPAL, &id_or_app_id.to_lowercase(), self.now()).await?;
+        let rec = self
+            .store
+            .get(kinds::SERVICE_PRINCIPAL, &id_or_app_id.to_lowercase(), self.now())
+            .await?;
         rec.map(|r| r.decode())
             .transpose()?
-            .ok_or_else(|| DirectoryError::NotFound { what: "service principal", id: id_or_app_id.to_owned() })
+            .ok_or_else(|| DirectoryError::NotFound {
+                what: "service principal",
+                id: id_or_app_id.to_owned(),
+            })
     }
 
     /// All service principals.
@@ -299,6 +378,7 @@ impl Directory {
         let sp = self.get_service_principal(id_or_app_id).await?;
         self.remove_from_all_groups(&sp.id).await?;
         self.store.delete(kinds::SERVICE_PRINCIPAL, &sp.id, None).await?;
+        self.apps_cache.forget(&sp.app_id);
         Ok(sp)
     }
 
@@ -308,11 +388,11 @@ impl Directory {
             return Ok(Some(app));
         }
         let trimmed = name.trim_end_matches('/');
-        Ok(self
-            .list_applications()
-            .await?
-            .into_iter()
-            .find(|a| a.identifier_uris.iter().any(|u| u.trim_end_matches('/').eq_ignore_ascii_case(trimmed))))
+        Ok(self.list_applications().await?.into_iter().find(|a| {
+            a.identifier_uris
+                .iter()
+                .any(|u| u.trim_end_matches('/').eq_ignore_ascii_case(trimmed))
+        }))
     }
 }
 

@@ -32,7 +32,13 @@ pub struct LockoutPolicy {
 
 impl Default for LockoutPolicy {
     fn default() -> Self {
-        Self { threshold: 10, first_lock_secs: 60, max_lock_secs: 86_400, permanent_after: 100, remembered_wrong: 3 }
+        Self {
+            threshold: 10,
+            first_lock_secs: 60,
+            max_lock_secs: 86_400,
+            permanent_after: 100,
+            remembered_wrong: 3,
+        }
     }
 }
 
@@ -82,7 +88,10 @@ impl Directory {
                 return Ok(PasswordCheck::Locked { until: Some(until) });
             }
         }
-        let stored = user.password_hash.clone().unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let stored = user
+            .password_hash
+            .clone()
+            .unwrap_or_else(|| DUMMY_HASH.to_owned());
         let ok = self.verify_hash(password, &stored).await? && user.password_hash.is_some();
         if !ok {
             self.record_failure(&user.id, password, now).await?;
@@ -102,7 +111,11 @@ impl Directory {
     }
 
     async fn verify_hash(&self, password: &str, phc: &str) -> DirResult<bool> {
-        let _permit = self.hashing.acquire().await.map_err(|_| DirectoryError::Contended)?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| DirectoryError::Contended)?;
         let pw = zeroize::Zeroizing::new(password.to_owned());
         let phc = phc.to_owned();
         tokio::task::spawn_blocking(move || usher_crypto::password::verify(&pw, &phc))
@@ -134,22 +147,31 @@ impl Directory {
             state.consecutive_failures += 1;
             if state.consecutive_failures >= policy.permanent_after {
                 state.permanent = true;
-            } else if state.consecutive_failures % policy.threshold == 0 {
+            } else if state.consecutive_failures.is_multiple_of(policy.threshold) {
                 state.locks += 1;
                 let factor = 1i64 << (state.locks - 1).min(20);
                 state.locked_until = Some(now + (policy.first_lock_secs * factor).min(policy.max_lock_secs));
             }
             let result = match existing {
                 Some(mut r) => {
-                    r.data = serde_json::to_value(&state).map_err(|e| DirectoryError::Invalid(e.to_string()))?;
+                    r.data =
+                        serde_json::to_value(&state).map_err(|e| DirectoryError::Invalid(e.to_string()))?;
                     self.store.update(r).await.map(|_| ())
                 }
-                None => self.store.insert(Record::from_value(kinds::LOCKOUT, user_id, &state)?).await.map(|_| ()),
+                None => self
+                    .store
+                    .insert(Record::from_value(kinds::LOCKOUT, user_id, &state)?)
+                    .await
+                    .map(|_| ()),
             };
             match result {
                 Ok(()) => {
                     if state.locked_until.is_some_and(|u| u > now) || state.permanent {
-                        tracing::warn!(user_id, failures = state.consecutive_failures, "account locked by smart lockout");
+                        tracing::warn!(
+                            user_id,
+                            failures = state.consecutive_failures,
+                            "account locked by smart lockout"
+                        );
                     }
                     return Ok(());
                 }
@@ -174,9 +196,15 @@ impl Directory {
         let Some(step) = usher_crypto::totp::verify(secret, code, now) else {
             return Ok(false);
         };
-        let sealed = self.sealing.seal(secret, &format!("totp:{user_id}"), self.rng.as_ref())?;
+        let sealed = self
+            .sealing
+            .seal(secret, &format!("totp:{user_id}"), self.rng.as_ref())?;
         self.modify::<User, _>(kinds::USER, user_id, |u| {
-            u.totp = Some(TotpMethod { sealed_secret: sealed.clone(), registered_at: now, last_step: step });
+            u.totp = Some(TotpMethod {
+                sealed_secret: sealed.clone(),
+                registered_at: now,
+                last_step: step,
+            });
             Ok(None)
         })
         .await?;
@@ -186,8 +214,12 @@ impl Directory {
     /// Checks a TOTP code; each code is accepted once.
     pub async fn verify_totp(&self, user_id: &str, code: &str) -> DirResult<bool> {
         let user = self.get_user(user_id).await?;
-        let Some(method) = &user.totp else { return Ok(false) };
-        let secret = self.sealing.open(&method.sealed_secret, &format!("totp:{}", user.id))?;
+        let Some(method) = &user.totp else {
+            return Ok(false);
+        };
+        let secret = self
+            .sealing
+            .open(&method.sealed_secret, &format!("totp:{}", user.id))?;
         let now = self.now();
         let Some(step) = usher_crypto::totp::verify(&secret, code, now) else {
             return Ok(false);

@@ -42,7 +42,10 @@ fn valid_domain(d: &str) -> bool {
     d.len() <= 253
         && d.contains('.')
         && d.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
@@ -53,10 +56,17 @@ impl Directory {
         let domain = options.domain.trim().to_lowercase();
         if let Ok(tenant) = self.tenant().await {
             let admin_upn = format!("admin@{}", tenant.domains.first().cloned().unwrap_or_default());
-            return Ok(BootstrapReport { tenant, created: false, admin_upn, generated_password: None });
+            return Ok(BootstrapReport {
+                tenant,
+                created: false,
+                admin_upn,
+                generated_password: None,
+            });
         }
         if !valid_domain(&domain) {
-            return Err(DirectoryError::Invalid(format!("`{domain}` is not a valid domain name")));
+            return Err(DirectoryError::Invalid(format!(
+                "`{domain}` is not a valid domain name"
+            )));
         }
         let now = self.now();
         let tenant = Tenant {
@@ -76,7 +86,9 @@ impl Directory {
             }
         }
         // The tenant is written after the built-ins: a start interrupted before this point starts over.
-        self.store.insert(Record::from_value(kinds::TENANT, &tenant.id, &tenant)?).await?;
+        self.store
+            .insert(Record::from_value(kinds::TENANT, &tenant.id, &tenant)?)
+            .await?;
         let (password, generated) = match options.admin_password {
             Some(p) => (p, false),
             None => (Zeroizing::new(format!("Us-{}", self.rng.token(18))), true),
@@ -155,7 +167,9 @@ impl Directory {
             return Ok(true);
         }
         let groups = self.transitive_member_of(&user.id).await?;
-        Ok(groups.iter().any(|g| g.directory_roles.iter().any(|r| roles.contains(&r.as_str()))))
+        Ok(groups
+            .iter()
+            .any(|g| g.directory_roles.iter().any(|r| roles.contains(&r.as_str()))))
     }
 }
 

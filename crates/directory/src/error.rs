@@ -40,7 +40,10 @@ pub enum DirectoryError {
 impl From<StoreError> for DirectoryError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound { kind, id } => DirectoryError::NotFound { what: kind_name(&kind), id },
+            StoreError::NotFound { kind, id } => DirectoryError::NotFound {
+                what: kind_name(&kind),
+                id,
+            },
             other => DirectoryError::Store(other),
         }
     }

@@ -29,16 +29,24 @@ impl Directory {
             directory_roles: vec![],
             created_at: self.now(),
         };
-        self.store.insert(Record::from_value(kinds::GROUP, &group.id, &group)?).await?;
+        self.store
+            .insert(Record::from_value(kinds::GROUP, &group.id, &group)?)
+            .await?;
         Ok(group)
     }
 
     /// A group by object id.
     pub async fn get_group(&self, id: &str) -> DirResult<Group> {
-        let rec = self.store.get(kinds::GROUP, &id.to_lowercase(), self.now()).await?;
+        let rec = self
+            .store
+            .get(kinds::GROUP, &id.to_lowercase(), self.now())
+            .await?;
         rec.map(|r| r.decode())
             .transpose()?
-            .ok_or_else(|| DirectoryError::NotFound { what: "group", id: id.to_owned() })
+            .ok_or_else(|| DirectoryError::NotFound {
+                what: "group",
+                id: id.to_owned(),
+            })
     }
 
     /// All groups.
@@ -67,7 +75,10 @@ impl Directory {
         if let Some(r) = self.store.get(kinds::SERVICE_PRINCIPAL, &id, now).await? {
             return Ok(DirectoryObject::ServicePrincipal(r.decode()?));
         }
-        Err(DirectoryError::NotFound { what: "directory object", id })
+        Err(DirectoryError::NotFound {
+            what: "directory object",
+            id,
+        })
     }
 
     /// Adds a member (user, group or service principal). Refuses loops and duplicates.
@@ -76,7 +87,9 @@ impl Directory {
         let member = self.get_object(member_id).await?;
         let member_id = member.id().to_owned();
         if member_id == group.id {
-            return Err(DirectoryError::Invalid("a group cannot be a member of itself".into()));
+            return Err(DirectoryError::Invalid(
+                "a group cannot be a member of itself".into(),
+            ));
         }
         if let DirectoryObject::Group(_) = member {
             // Adding G under group would loop if group is already (transitively) under G.
@@ -107,7 +120,10 @@ impl Directory {
             let before = g.members.len();
             g.members.retain(|m| *m != member_id);
             if g.members.len() == before {
-                return Err(DirectoryError::NotFound { what: "member", id: member_id.clone() });
+                return Err(DirectoryError::NotFound {
+                    what: "member",
+                    id: member_id.clone(),
+                });
             }
             Ok(None)
         })
@@ -131,7 +147,12 @@ impl Directory {
     /// Members of a group and of all groups under it (each object once).
     pub async fn transitive_members(&self, group_id: &str) -> DirResult<Vec<DirectoryObject>> {
         let root = self.get_group(group_id).await?;
-        let groups: HashMap<String, Group> = self.list_groups().await?.into_iter().map(|g| (g.id.clone(), g)).collect();
+        let groups: HashMap<String, Group> = self
+            .list_groups()
+            .await?
+            .into_iter()
+            .map(|g| (g.id.clone(), g))
+            .collect();
         let mut seen = BTreeSet::new();
         let mut queue: VecDeque<String> = root.members.into_iter().collect();
         let mut out = Vec::new();
@@ -156,7 +177,12 @@ impl Directory {
     /// Groups that `object_id` is a direct member of.
     pub async fn member_of(&self, object_id: &str) -> DirResult<Vec<Group>> {
         let id = object_id.to_lowercase();
-        Ok(self.list_groups().await?.into_iter().filter(|g| g.members.contains(&id)).collect())
+        Ok(self
+            .list_groups()
+            .await?
+            .into_iter()
+            .filter(|g| g.members.contains(&id))
+            .collect())
     }
 
     /// Groups that `object_id` is a member of, directly or through other groups.

@@ -18,12 +18,12 @@ use tokio::sync::Semaphore;
 use usher_core::{Clock, Rng};
 use usher_store::Store;
 
+pub use apps::NewApplication;
 pub use auth::{LockoutPolicy, PasswordCheck};
 pub use bootstrap::{BootstrapOptions, BootstrapReport};
 pub use error::DirectoryError;
 pub use logs::{AuditEvent, LogWriter, SignInEvent};
 pub use users::{NewUser, UserPatch};
-pub use apps::NewApplication;
 
 /// Result of directory operations.
 pub type DirResult<T> = Result<T, DirectoryError>;

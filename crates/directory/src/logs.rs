@@ -98,7 +98,11 @@ impl LogWriter {
                         Msg::Entry(s, at, v) => batch.push((s, at, v)),
                         Msg::Flush(ack) => flushes.push(ack),
                     }
-                    next = if batch.len() < 1000 { rx.try_recv().ok() } else { None };
+                    next = if batch.len() < 1000 {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
                 }
                 if !batch.is_empty() {
                     let n = batch.len();
@@ -175,7 +179,9 @@ impl Directory {
             "targetResources": [{"id": e.target_id, "displayName": e.target_name, "type": e.target_type}],
             "additionalDetails": e.details,
         });
-        self.store.append_log(vec![(streams::AUDIT.to_owned(), at, value)]).await?;
+        self.store
+            .append_log(vec![(streams::AUDIT.to_owned(), at, value)])
+            .await?;
         Ok(())
     }
 

@@ -175,7 +175,10 @@ impl Application {
 
     /// Whether `uri` is registered, by exact string comparison.
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
-        self.web_redirect_uris.iter().chain(&self.public_client_redirect_uris).any(|u| u == uri)
+        self.web_redirect_uris
+            .iter()
+            .chain(&self.public_client_redirect_uris)
+            .any(|u| u == uri)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Users (SPEC D2).
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use usher_core::MfaState;
 use usher_store::{Record, StoreError};
 
@@ -45,14 +45,18 @@ fn valid_local_part(local: &str) -> bool {
         && local.len() <= 64
         && !local.starts_with('.')
         && !local.ends_with('.')
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._-'+".contains(c))
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-'+".contains(c))
 }
 
 impl Directory {
     /// The tenant.
     pub async fn tenant(&self) -> DirResult<Tenant> {
         let list = self.store.list(kinds::TENANT, None, 1, self.now()).await?;
-        let rec = list.first().ok_or_else(|| DirectoryError::TenantNotFound("(none)".into()))?;
+        let rec = list
+            .first()
+            .ok_or_else(|| DirectoryError::TenantNotFound("(none)".into()))?;
         Ok(rec.decode()?)
     }
 
@@ -67,7 +71,10 @@ impl Directory {
                 .store
                 .get(kind, id, self.now())
                 .await?
-                .ok_or_else(|| StoreError::NotFound { kind: kind.to_owned(), id: id.to_owned() })?;
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: kind.to_owned(),
+                    id: id.to_owned(),
+                })?;
             let mut value: T = rec.decode()?;
             let key = change(&mut value)?;
             let mut next = rec.clone();
@@ -85,7 +92,11 @@ impl Directory {
     }
 
     pub(crate) async fn hash_password(&self, password: &str) -> DirResult<String> {
-        let _permit = self.hashing.acquire().await.map_err(|_| DirectoryError::Contended)?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| DirectoryError::Contended)?;
         let rng = self.rng.clone();
         let pw = zeroize::Zeroizing::new(password.to_owned());
         let hashed = tokio::task::spawn_blocking(move || usher_crypto::password::hash(&pw, rng.as_ref()))
@@ -98,9 +109,9 @@ impl Directory {
     pub async fn create_user(&self, new: NewUser) -> DirResult<User> {
         let tenant = self.tenant().await?;
         let upn = new.user_principal_name.trim().to_owned();
-        let (local, domain) = upn
-            .split_once('@')
-            .ok_or_else(|| DirectoryError::Invalid("userPrincipalName must have the form user@domain".into()))?;
+        let (local, domain) = upn.split_once('@').ok_or_else(|| {
+            DirectoryError::Invalid("userPrincipalName must have the form user@domain".into())
+        })?;
         if !valid_local_part(local) {
             return Err(DirectoryError::Invalid(format!(
                 "the user name part of `{upn}` may contain only letters, digits and . _ - ' +"
@@ -150,7 +161,10 @@ impl Directory {
 
     /// Finds a user by UPN (case-insensitive).
     pub async fn find_user_by_upn(&self, upn: &str) -> DirResult<Option<User>> {
-        let rec = self.store.get_by_key(kinds::USER, &upn.trim().to_lowercase(), self.now()).await?;
+        let rec = self
+            .store
+            .get_by_key(kinds::USER, &upn.trim().to_lowercase(), self.now())
+            .await?;
         rec.map(|r| r.decode().map_err(Into::into)).transpose()
     }
 
@@ -159,10 +173,16 @@ impl Directory {
         let found = if id_or_upn.contains('@') {
             self.find_user_by_upn(id_or_upn).await?
         } else {
-            let rec = self.store.get(kinds::USER, &id_or_upn.to_lowercase(), self.now()).await?;
+            let rec = self
+                .store
+                .get(kinds::USER, &id_or_upn.to_lowercase(), self.now())
+                .await?;
             rec.map(|r| r.decode()).transpose()?
         };
-        found.ok_or_else(|| DirectoryError::NotFound { what: "user", id: id_or_upn.to_owned() })
+        found.ok_or_else(|| DirectoryError::NotFound {
+            what: "user",
+            id: id_or_upn.to_owned(),
+        })
     }
 
     /// All users, in object-id order.
@@ -213,7 +233,8 @@ impl Directory {
                     u.password_hash = Some(h.clone());
                     u.password_set_at = now;
                     // A password set by an administrator is temporary unless said otherwise.
-                    u.force_change_password_next_sign_in = patch.force_change_password_next_sign_in.unwrap_or(false);
+                    u.force_change_password_next_sign_in =
+                        patch.force_change_password_next_sign_in.unwrap_or(false);
                 } else if let Some(f) = patch.force_change_password_next_sign_in {
                     u.force_change_password_next_sign_in = f;
                 }
@@ -235,9 +256,14 @@ impl Directory {
     pub async fn change_own_password(&self, user_id: &str, current: &str, new: &str) -> DirResult<User> {
         let user = self.get_user(user_id).await?;
         if current == new {
-            return Err(DirectoryError::Invalid("the new password must differ from the current one".into()));
+            return Err(DirectoryError::Invalid(
+                "the new password must differ from the current one".into(),
+            ));
         }
-        self.tenant().await?.password_policy.check(new, &user.user_principal_name)?;
+        self.tenant()
+            .await?
+            .password_policy
+            .check(new, &user.user_principal_name)?;
         let hash = self.hash_password(new).await?;
         let now = self.now();
         self.modify::<User, _>(kinds::USER, &user.id, |u| {

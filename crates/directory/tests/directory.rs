@@ -20,7 +20,13 @@ async fn env() -> Env {
     let store = Arc::new(SqliteStore::open(&tmp.path().join("db")).await.unwrap());
     let clock = Arc::new(FixedClock::new(1_800_000_000));
     let (sealing, _) = SealingKey::generate(&SystemRng).unwrap();
-    let dir = Directory::new(store, clock.clone(), Arc::new(SystemRng), Arc::new(sealing), Arc::from(&b"fp-key"[..]));
+    let dir = Directory::new(
+        store,
+        clock.clone(),
+        Arc::new(SystemRng),
+        Arc::new(sealing),
+        Arc::from(&b"fp-key"[..]),
+    );
     let report = dir
         .bootstrap(BootstrapOptions {
             domain: "contoso.test".into(),
@@ -30,7 +36,11 @@ async fn env() -> Env {
         .await
         .unwrap();
     assert!(report.created);
-    Env { dir, clock, _tmp: tmp }
+    Env {
+        dir,
+        clock,
+        _tmp: tmp,
+    }
 }
 
 async fn user(dir: &Directory, upn: &str, pw: &str) -> usher_directory::model::User {
@@ -60,21 +70,45 @@ fn kind(c: &PasswordCheck) -> &'static str {
 async fn bootstrap_creates_admin_builtins_and_is_idempotent() {
     let e = env().await;
     let admin = e.dir.get_user("ADMIN@contoso.test").await.unwrap();
-    assert!(admin.directory_roles.contains(&well_known::GLOBAL_ADMIN_ROLE.to_owned()));
-    assert_eq!(kind(&e.dir.check_password("admin@contoso.test", "Boot-strap-pass-42").await.unwrap()), "valid");
+    assert!(
+        admin
+            .directory_roles
+            .contains(&well_known::GLOBAL_ADMIN_ROLE.to_owned())
+    );
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("admin@contoso.test", "Boot-strap-pass-42")
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
     for app_id in [
         well_known::VM_SIGN_IN_APP_ID,
         well_known::REMOTE_DESKTOP_APP_ID,
         well_known::CLI_APP_ID,
         well_known::DEVICE_REGISTRATION_APP_ID,
     ] {
-        assert!(e.dir.find_service_principal(app_id).await.unwrap().is_some(), "{app_id}");
+        assert!(
+            e.dir.find_service_principal(app_id).await.unwrap().is_some(),
+            "{app_id}"
+        );
     }
-    let drs = e.dir.resolve_resource(well_known::DEVICE_REGISTRATION_URI).await.unwrap().unwrap();
+    let drs = e
+        .dir
+        .resolve_resource(well_known::DEVICE_REGISTRATION_URI)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(drs.app_id, well_known::DEVICE_REGISTRATION_APP_ID);
     let again = e
         .dir
-        .bootstrap(BootstrapOptions { domain: "other.test".into(), display_name: "x".into(), admin_password: None })
+        .bootstrap(BootstrapOptions {
+            domain: "other.test".into(),
+            display_name: "x".into(),
+            admin_password: None,
+        })
         .await
         .unwrap();
     assert!(!again.created);
@@ -85,16 +119,33 @@ async fn bootstrap_creates_admin_builtins_and_is_idempotent() {
 #[tokio::test]
 async fn a_deleted_builtin_is_recreated_by_app_id() {
     let e = env().await;
-    e.dir.delete_application(well_known::VM_SIGN_IN_APP_ID).await.unwrap();
-    assert!(e.dir.find_service_principal(well_known::VM_SIGN_IN_APP_ID).await.unwrap().is_none());
-    let sp = e.dir.create_service_principal(well_known::VM_SIGN_IN_APP_ID).await.unwrap();
+    e.dir
+        .delete_application(well_known::VM_SIGN_IN_APP_ID)
+        .await
+        .unwrap();
+    assert!(
+        e.dir
+            .find_service_principal(well_known::VM_SIGN_IN_APP_ID)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let sp = e
+        .dir
+        .create_service_principal(well_known::VM_SIGN_IN_APP_ID)
+        .await
+        .unwrap();
     assert_eq!(sp.display_name, "Azure Windows VM Sign-In");
     assert!(matches!(
-        e.dir.create_service_principal(well_known::VM_SIGN_IN_APP_ID).await,
+        e.dir
+            .create_service_principal(well_known::VM_SIGN_IN_APP_ID)
+            .await,
         Err(DirectoryError::AlreadyExists(_))
     ));
     assert!(matches!(
-        e.dir.create_service_principal("11111111-2222-3333-4444-555555555555").await,
+        e.dir
+            .create_service_principal("11111111-2222-3333-4444-555555555555")
+            .await,
         Err(DirectoryError::NotFound { .. })
     ));
 }
@@ -123,20 +174,54 @@ async fn user_creation_validates_and_refuses_duplicates() {
         force_change_password_next_sign_in: false,
         account_enabled: true,
     };
-    assert!(matches!(e.dir.create_user(bad.clone()).await, Err(DirectoryError::Invalid(_))));
+    assert!(matches!(
+        e.dir.create_user(bad.clone()).await,
+        Err(DirectoryError::Invalid(_))
+    ));
     bad.user_principal_name = "bob@contoso.test".into();
     bad.password = "P@ssw0rd1".into();
-    assert!(matches!(e.dir.create_user(bad).await, Err(DirectoryError::PasswordPolicy(_))));
-    assert!(matches!(e.dir.get_user("bob@contoso.test").await, Err(DirectoryError::NotFound { .. })));
+    assert!(matches!(
+        e.dir.create_user(bad).await,
+        Err(DirectoryError::PasswordPolicy(_))
+    ));
+    assert!(matches!(
+        e.dir.get_user("bob@contoso.test").await,
+        Err(DirectoryError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
 async fn disabled_temporary_and_expired_passwords() {
     let e = env().await;
     let u = user(&e.dir, "ann@contoso.test", "long enough pw").await;
-    e.dir.update_user(&u.id, UserPatch { account_enabled: Some(false), ..Default::default() }).await.unwrap();
-    assert_eq!(kind(&e.dir.check_password("ann@contoso.test", "long enough pw").await.unwrap()), "disabled");
-    assert_eq!(kind(&e.dir.check_password("ann@contoso.test", "wrong pw here").await.unwrap()), "invalid");
+    e.dir
+        .update_user(
+            &u.id,
+            UserPatch {
+                account_enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "long enough pw")
+                .await
+                .unwrap()
+        ),
+        "disabled"
+    );
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "wrong pw here")
+                .await
+                .unwrap()
+        ),
+        "invalid"
+    );
     e.dir
         .update_user(
             &u.id,
@@ -149,9 +234,28 @@ async fn disabled_temporary_and_expired_passwords() {
         )
         .await
         .unwrap();
-    assert_eq!(kind(&e.dir.check_password("ann@contoso.test", "temporary pw 1").await.unwrap()), "mustchange");
-    e.dir.change_own_password(&u.id, "temporary pw 1", "my own new pw").await.unwrap();
-    assert_eq!(kind(&e.dir.check_password("ann@contoso.test", "my own new pw").await.unwrap()), "valid");
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "temporary pw 1")
+                .await
+                .unwrap()
+        ),
+        "mustchange"
+    );
+    e.dir
+        .change_own_password(&u.id, "temporary pw 1", "my own new pw")
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "my own new pw")
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +269,10 @@ async fn smart_lockout_follows_t5() {
     // Nine distinct failures, then a success resets the count.
     let wrong: Vec<String> = (0..130).map(|i| format!("wrong-{i}")).collect();
     for w in &wrong[..9] {
-        assert_eq!(kind(&e.dir.check_password("ann@contoso.test", w).await.unwrap()), "invalid");
+        assert_eq!(
+            kind(&e.dir.check_password("ann@contoso.test", w).await.unwrap()),
+            "invalid"
+        );
     }
     assert_eq!(check("the right pw").await, "valid");
     // Repeating the same wrong password does not count again.
@@ -175,28 +282,51 @@ async fn smart_lockout_follows_t5() {
     assert_eq!(check("the right pw").await, "valid");
     // The 10th consecutive distinct failure locks for 60 s.
     for w in &wrong[..10] {
-        assert_eq!(kind(&e.dir.check_password("ann@contoso.test", w).await.unwrap()), "invalid");
+        assert_eq!(
+            kind(&e.dir.check_password("ann@contoso.test", w).await.unwrap()),
+            "invalid"
+        );
     }
-    assert_eq!(check("the right pw").await, "locked", "locked: even the right password is refused");
+    assert_eq!(
+        check("the right pw").await,
+        "locked",
+        "locked: even the right password is refused"
+    );
     for _ in 0..5 {
-        assert_eq!(check("another-wrong").await, "locked", "attempts while locked are not counted");
+        assert_eq!(
+            check("another-wrong").await,
+            "locked",
+            "attempts while locked are not counted"
+        );
     }
     e.clock.advance(59);
     assert_eq!(check("the right pw").await, "locked");
     e.clock.advance(1);
     // Lock expired; 10 more failures lock again, now for 120 s.
     for w in &wrong[10..20] {
-        assert_eq!(kind(&e.dir.check_password("ann@contoso.test", w).await.unwrap()), "invalid");
+        assert_eq!(
+            kind(&e.dir.check_password("ann@contoso.test", w).await.unwrap()),
+            "invalid"
+        );
     }
     e.clock.advance(61);
-    assert_eq!(check("the right pw").await, "locked", "second lock lasts longer than 60 s");
+    assert_eq!(
+        check("the right pw").await,
+        "locked",
+        "second lock lasts longer than 60 s"
+    );
     e.clock.advance(60);
     assert_eq!(check("the right pw").await, "valid");
     // 100 consecutive failures lock until an admin unlocks.
     let mut i = 20;
     for _ in 0..100 {
         loop {
-            let r = kind(&e.dir.check_password("ann@contoso.test", &wrong[i % wrong.len()]).await.unwrap());
+            let r = kind(
+                &e.dir
+                    .check_password("ann@contoso.test", &wrong[i % wrong.len()])
+                    .await
+                    .unwrap(),
+            );
             i += 1;
             if r == "invalid" {
                 break;
@@ -205,7 +335,12 @@ async fn smart_lockout_follows_t5() {
         }
     }
     e.clock.advance(10 * 86_400);
-    match e.dir.check_password("ann@contoso.test", "the right pw").await.unwrap() {
+    match e
+        .dir
+        .check_password("ann@contoso.test", "the right pw")
+        .await
+        .unwrap()
+    {
         PasswordCheck::Locked { until: None } => {}
         other => panic!("expected a permanent lock, got {}", kind(&other)),
     }
@@ -221,16 +356,50 @@ async fn transitive_groups_and_loops() {
     let outer = e.dir.create_group("outer", None, None, true).await.unwrap();
     e.dir.add_member(&inner.id, &ann.id).await.unwrap();
     e.dir.add_member(&outer.id, &inner.id).await.unwrap();
-    let tm: Vec<String> = e.dir.transitive_members(&outer.id).await.unwrap().iter().map(|o| o.id().to_owned()).collect();
+    let tm: Vec<String> = e
+        .dir
+        .transitive_members(&outer.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id().to_owned())
+        .collect();
     assert!(tm.contains(&ann.id) && tm.contains(&inner.id));
-    let of: Vec<String> = e.dir.transitive_member_of(&ann.id).await.unwrap().into_iter().map(|g| g.id).collect();
+    let of: Vec<String> = e
+        .dir
+        .transitive_member_of(&ann.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
     assert_eq!(of.len(), 2);
-    assert!(matches!(e.dir.add_member(&inner.id, &outer.id).await, Err(DirectoryError::Invalid(_))), "loop refused");
-    assert!(matches!(e.dir.add_member(&inner.id, &ann.id).await, Err(DirectoryError::AlreadyExists(_))));
-    assert!(matches!(e.dir.add_member(&inner.id, "00000000-0000-0000-0000-000000000000").await, Err(DirectoryError::NotFound { .. })));
+    assert!(
+        matches!(
+            e.dir.add_member(&inner.id, &outer.id).await,
+            Err(DirectoryError::Invalid(_))
+        ),
+        "loop refused"
+    );
+    assert!(matches!(
+        e.dir.add_member(&inner.id, &ann.id).await,
+        Err(DirectoryError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        e.dir
+            .add_member(&inner.id, "00000000-0000-0000-0000-000000000000")
+            .await,
+        Err(DirectoryError::NotFound { .. })
+    ));
     e.dir.delete_user(&ann.id).await.unwrap();
-    assert!(e.dir.get_group(&inner.id).await.unwrap().members.is_empty(), "deleting a user removes it from groups");
-    assert!(matches!(e.dir.get_object(&outer.id).await.unwrap(), DirectoryObject::Group(_)));
+    assert!(
+        e.dir.get_group(&inner.id).await.unwrap().members.is_empty(),
+        "deleting a user removes it from groups"
+    );
+    assert!(matches!(
+        e.dir.get_object(&outer.id).await.unwrap(),
+        DirectoryObject::Group(_)
+    ));
 }
 
 #[tokio::test]
@@ -242,21 +411,33 @@ async fn totp_registration_and_replay() {
     let code = usher_crypto::totp::code_at_step(&secret, usher_crypto::totp::step_of(now), 6);
     assert!(!e.dir.register_totp(&ann.id, &secret, "000000").await.unwrap() || code == "000000");
     assert!(e.dir.register_totp(&ann.id, &secret, &code).await.unwrap());
-    assert!(!e.dir.verify_totp(&ann.id, &code).await.unwrap(), "the registration code cannot be replayed");
+    assert!(
+        !e.dir.verify_totp(&ann.id, &code).await.unwrap(),
+        "the registration code cannot be replayed"
+    );
     e.clock.advance(30);
     let next = usher_crypto::totp::code_at_step(&secret, usher_crypto::totp::step_of(now + 30), 6);
     assert!(e.dir.verify_totp(&ann.id, &next).await.unwrap());
-    assert!(!e.dir.verify_totp(&ann.id, &next).await.unwrap(), "a code is accepted once");
+    assert!(
+        !e.dir.verify_totp(&ann.id, &next).await.unwrap(),
+        "a code is accepted once"
+    );
     let stored = e.dir.get_user(&ann.id).await.unwrap();
     let sealed = stored.totp.unwrap().sealed_secret;
-    assert!(!sealed.contains(&usher_crypto::totp::base32(&secret)), "the secret is sealed at rest");
+    assert!(
+        !sealed.contains(&usher_crypto::totp::base32(&secret)),
+        "the secret is sealed at rest"
+    );
 }
 
 #[tokio::test]
 async fn logs_are_readable_newest_first() {
     let e = env().await;
     for i in 0..3 {
-        e.dir.log_sign_in(usher_directory::SignInEvent { user_principal_name: format!("u{i}"), ..Default::default() });
+        e.dir.log_sign_in(usher_directory::SignInEvent {
+            user_principal_name: format!("u{i}"),
+            ..Default::default()
+        });
     }
     let log = e.dir.read_log("signin", 10).await.unwrap();
     assert_eq!(log.len(), 3);

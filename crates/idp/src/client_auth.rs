@@ -48,7 +48,11 @@ impl ClientAuthMethod {
 }
 
 fn assertion_failed(reason: impl std::fmt::Display) -> IdpError {
-    IdpError::new("invalid_client", 700027, format!("Client assertion failed signature validation: {reason}."))
+    IdpError::new(
+        "invalid_client",
+        700027,
+        format!("Client assertion failed signature validation: {reason}."),
+    )
 }
 
 impl Idp {
@@ -62,8 +66,15 @@ impl Idp {
 
     /// Authenticates the client. Public clients may present nothing; confidential clients must
     /// present a secret or an assertion. A public client presenting a secret is refused.
-    pub async fn authenticate_client(&self, creds: &ClientCredentials) -> IdpResult<(Application, ClientAuthMethod)> {
-        let client_id = creds.client_id.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| IdpError::missing("client_id"))?;
+    pub async fn authenticate_client(
+        &self,
+        creds: &ClientCredentials,
+    ) -> IdpResult<(Application, ClientAuthMethod)> {
+        let client_id = creds
+            .client_id
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| IdpError::missing("client_id"))?;
         let app = self.client(client_id).await?;
         if let Some(secret) = &creds.secret {
             if app.is_public() {
@@ -78,8 +89,14 @@ impl Idp {
                 .password_credentials
                 .iter()
                 .filter(|c| c.start <= now && now < c.end)
-                .fold(false, |acc, c| usher_crypto::secret::matches(secret, &c.secret_digest) | acc);
-            return if ok { Ok((app, ClientAuthMethod::Secret)) } else { Err(IdpError::bad_client_secret()) };
+                .fold(false, |acc, c| {
+                    usher_crypto::secret::matches(secret, &c.secret_digest) | acc
+                });
+            return if ok {
+                Ok((app, ClientAuthMethod::Secret))
+            } else {
+                Err(IdpError::bad_client_secret())
+            };
         }
         if let Some(assertion) = &creds.assertion {
             if creds.assertion_type.as_deref() != Some(JWT_BEARER_ASSERTION) {
@@ -110,13 +127,23 @@ impl Idp {
             self.issuer(),
         ]
         .into_iter()
-        .chain(self.tenant().domains.iter().map(|d| format!("{}/{d}/oauth2/v2.0/token", self.public_url())))
+        .chain(
+            self.tenant()
+                .domains
+                .iter()
+                .map(|d| format!("{}/{d}/oauth2/v2.0/token", self.public_url())),
+        )
         .collect::<Vec<_>>();
         let now = self.now();
         let claims = keyset
             .validate(
                 assertion,
-                &Expectations { kind: TokenKind::ClientAssertion, issuer: &app.app_id, audiences: &audiences, now },
+                &Expectations {
+                    kind: TokenKind::ClientAssertion,
+                    issuer: &app.app_id,
+                    audiences: &audiences,
+                    now,
+                },
             )
             .map_err(|e| match e {
                 TokenError::Expired | TokenError::NotYetValid => IdpError::new(
@@ -131,7 +158,11 @@ impl Idp {
         }
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
         if exp - now > MAX_ASSERTION_SECS {
-            return Err(IdpError::new("invalid_client", 700024, "Client assertion lifetime is too long (at most 10 minutes)."));
+            return Err(IdpError::new(
+                "invalid_client",
+                700024,
+                "Client assertion lifetime is too long (at most 10 minutes).",
+            ));
         }
         let jti = claims
             .get("jti")
@@ -139,7 +170,8 @@ impl Idp {
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or_else(|| assertion_failed("the jti claim is required"))?;
         let id = format!("{}:{jti}", app.app_id);
-        let rec = Record::new(kinds::ASSERTION_JTI, id, Value::Null).with_expiry(exp + crate::keys::OVERLAP_SECS.min(3600));
+        let rec = Record::new(kinds::ASSERTION_JTI, id, Value::Null)
+            .with_expiry(exp + crate::keys::OVERLAP_SECS.min(3600));
         match self.directory().store().insert(rec).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(IdpError::new(

@@ -45,11 +45,16 @@ impl KeyRing {
     /// Loads the keys, creating the first one if there is none.
     pub async fn load(dir: &Directory) -> IdpResult<Self> {
         let ring = build(dir).await?;
-        Ok(Self { ring: Arc::new(RwLock::new(Arc::new(ring))) })
+        Ok(Self {
+            ring: Arc::new(RwLock::new(Arc::new(ring))),
+        })
     }
 
     fn current(&self) -> IdpResult<Arc<Ring>> {
-        self.ring.read().map(|r| r.clone()).map_err(|_| IdpError::server_error())
+        self.ring
+            .read()
+            .map(|r| r.clone())
+            .map_err(|_| IdpError::server_error())
     }
 
     /// The key that signs now.
@@ -97,9 +102,19 @@ impl KeyRing {
 async fn create_key(dir: &Directory, now: i64) -> IdpResult<String> {
     let kid = dir.rng().token(12);
     let key = SigningKey::generate(&kid).map_err(|_| IdpError::server_error())?;
-    let sealed = dir.sealing().seal(key.pkcs8(), &aad(&kid), dir.rng().as_ref()).map_err(|_| IdpError::server_error())?;
-    let stored = StoredKey { kid: kid.clone(), sealed_pkcs8: sealed, created_at: now, retired_at: None };
-    dir.store().insert(Record::from_value(kinds::SIGNING_KEY, &kid, &stored)?).await?;
+    let sealed = dir
+        .sealing()
+        .seal(key.pkcs8(), &aad(&kid), dir.rng().as_ref())
+        .map_err(|_| IdpError::server_error())?;
+    let stored = StoredKey {
+        kid: kid.clone(),
+        sealed_pkcs8: sealed,
+        created_at: now,
+        retired_at: None,
+    };
+    dir.store()
+        .insert(Record::from_value(kinds::SIGNING_KEY, &kid, &stored)?)
+        .await?;
     tracing::info!(kid, "created a signing key");
     Ok(kid)
 }
@@ -124,15 +139,21 @@ async fn build(dir: &Directory) -> IdpResult<Ring> {
             tracing::error!(kid = k.kid, error = %e, "cannot open a signing key: is the at-rest key the one it was sealed with?");
             IdpError::server_error()
         })?;
-        keys.push((SigningKey::from_pkcs8(&k.kid, &der).map_err(|_| IdpError::server_error())?, k.retired_at.is_none()));
+        keys.push((
+            SigningKey::from_pkcs8(&k.kid, &der).map_err(|_| IdpError::server_error())?,
+            k.retired_at.is_none(),
+        ));
     }
     let jwks: Vec<Jwk> = keys.iter().map(|(k, _)| k.jwk().clone()).collect();
     let keyset = KeySet::from_jwks(&jwks).map_err(|_| IdpError::server_error())?;
     let active = keys
         .into_iter()
-        .filter(|(_, active)| *active)
-        .last()
+        .rfind(|(_, active)| *active)
         .map(|(k, _)| k)
         .ok_or_else(IdpError::server_error)?;
-    Ok(Ring { active: Arc::new(active), keyset: Arc::new(keyset), jwks: json!({ "keys": jwks }) })
+    Ok(Ring {
+        active: Arc::new(active),
+        keyset: Arc::new(keyset),
+        jwks: json!({ "keys": jwks }),
+    })
 }

@@ -96,7 +96,10 @@ impl Idp {
 
     /// Whether `name` (a path segment) designates this tenant; `common` and `organizations` do.
     pub fn resolve_tenant(&self, name: &str) -> IdpResult<()> {
-        if self.tenant.answers_to(name) || name.eq_ignore_ascii_case("common") || name.eq_ignore_ascii_case("organizations") {
+        if self.tenant.answers_to(name)
+            || name.eq_ignore_ascii_case("common")
+            || name.eq_ignore_ascii_case("organizations")
+        {
             Ok(())
         } else {
             Err(IdpError::tenant_not_found(name))

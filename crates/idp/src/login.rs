@@ -183,21 +183,35 @@ fn redirect_with(uri: &str, params: &[(&str, &str)]) -> String {
 
 impl Idp {
     /// Validates an authorization request (query parameters of `/authorize`).
-    pub async fn validate_authorize(&self, tenant: &str, q: &HashMap<String, String>) -> Result<AuthorizeRequest, AuthorizeError> {
+    pub async fn validate_authorize(
+        &self,
+        tenant: &str,
+        q: &HashMap<String, String>,
+    ) -> Result<AuthorizeRequest, AuthorizeError> {
         self.resolve_tenant(tenant).map_err(AuthorizeError::Page)?;
-        let client_id = q.get("client_id").filter(|c| !c.is_empty()).ok_or_else(|| AuthorizeError::Page(IdpError::missing("client_id")))?;
+        let client_id = q
+            .get("client_id")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| AuthorizeError::Page(IdpError::missing("client_id")))?;
         let client = self.client(client_id).await.map_err(AuthorizeError::Page)?;
-        let redirect_uri = q.get("redirect_uri").ok_or_else(|| AuthorizeError::Page(IdpError::missing("redirect_uri")))?;
+        let redirect_uri = q
+            .get("redirect_uri")
+            .ok_or_else(|| AuthorizeError::Page(IdpError::missing("redirect_uri")))?;
         if !client.has_redirect_uri(redirect_uri) {
             return Err(AuthorizeError::Page(IdpError::new(
                 "invalid_request",
                 50011,
-                format!("The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'."),
+                format!(
+                    "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'."
+                ),
             )));
         }
         let state = q.get("state").cloned();
         let fail = |error: &str, code: u32, desc: &str| {
-            let mut params = vec![("error", error.to_owned()), ("error_description", format!("AADSTS{code}: {desc}"))];
+            let mut params = vec![
+                ("error", error.to_owned()),
+                ("error_description", format!("AADSTS{code}: {desc}")),
+            ];
             if let Some(s) = &state {
                 params.push(("state", s.clone()));
             }
@@ -205,21 +219,45 @@ impl Idp {
             AuthorizeError::Redirect(redirect_with(redirect_uri, &borrowed))
         };
         if q.get("response_type").map(String::as_str) != Some("code") {
-            return Err(fail("unsupported_response_type", 700054, "response_type must be 'code' (the implicit flow is not supported)."));
+            return Err(fail(
+                "unsupported_response_type",
+                700054,
+                "response_type must be 'code' (the implicit flow is not supported).",
+            ));
         }
         let Some(challenge) = q.get("code_challenge").filter(|c| !c.is_empty()) else {
-            return Err(fail("invalid_request", 9002325, "Proof Key for Code Exchange is required: send code_challenge with code_challenge_method=S256."));
+            return Err(fail(
+                "invalid_request",
+                9002325,
+                "Proof Key for Code Exchange is required: send code_challenge with code_challenge_method=S256.",
+            ));
         };
         if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
-            return Err(fail("invalid_request", 5000751, "code_challenge_method must be S256."));
+            return Err(fail(
+                "invalid_request",
+                5000751,
+                "code_challenge_method must be S256.",
+            ));
         }
-        if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(fail("invalid_request", 5000751, "code_challenge must be the base64url SHA-256 of the verifier (43 characters)."));
+        if challenge.len() != 43
+            || !challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(fail(
+                "invalid_request",
+                5000751,
+                "code_challenge must be the base64url SHA-256 of the verifier (43 characters).",
+            ));
         }
-        if let Some(mode) = q.get("response_mode") {
-            if mode != "query" {
-                return Err(fail("invalid_request", 900144, "Only response_mode=query is supported."));
-            }
+        if let Some(mode) = q.get("response_mode")
+            && mode != "query"
+        {
+            return Err(fail(
+                "invalid_request",
+                900144,
+                "Only response_mode=query is supported.",
+            ));
         }
         let scope = q.get("scope").cloned().unwrap_or_else(|| "openid".into());
         if let Err(e) = ScopeRequest::parse(&scope) {
@@ -240,10 +278,20 @@ impl Idp {
     /// Starts a sign-in transaction; returns its id.
     pub async fn start_login(&self, purpose: LoginPurpose) -> IdpResult<String> {
         let id = self.directory().rng().token(24);
-        let txn = Txn { purpose, stage: Stage::Password, user_id: None, upn: None, amr: vec![], pending_totp: None, totp_failures: 0 };
+        let txn = Txn {
+            purpose,
+            stage: Stage::Password,
+            user_id: None,
+            upn: None,
+            amr: vec![],
+            pending_totp: None,
+            totp_failures: 0,
+        };
         self.directory()
             .store()
-            .insert(Record::from_value(kinds::LOGIN, &id, &txn)?.with_expiry(self.now() + LOGIN_LIFETIME_SECS))
+            .insert(
+                Record::from_value(kinds::LOGIN, &id, &txn)?.with_expiry(self.now() + LOGIN_LIFETIME_SECS),
+            )
             .await?;
         Ok(id)
     }
@@ -262,7 +310,11 @@ impl Idp {
     async fn save_txn(&self, mut rec: Record, txn: &Txn) -> IdpResult<()> {
         rec.data = serde_json::to_value(txn).map_err(|_| IdpError::server_error())?;
         self.directory().store().update(rec).await.map_err(|e| match e {
-            usher_store::StoreError::Conflict { .. } => IdpError::new("invalid_request", 90033, "This sign-in page was submitted twice; start again."),
+            usher_store::StoreError::Conflict { .. } => IdpError::new(
+                "invalid_request",
+                90033,
+                "This sign-in page was submitted twice; start again.",
+            ),
             other => other.into(),
         })?;
         Ok(())
@@ -276,9 +328,16 @@ impl Idp {
     }
 
     /// Advances a sign-in transaction with a page's input.
-    pub async fn login_step(&self, txn_id: &str, input: LoginInput, meta: &RequestMeta) -> IdpResult<LoginStep> {
+    pub async fn login_step(
+        &self,
+        txn_id: &str,
+        input: LoginInput,
+        meta: &RequestMeta,
+    ) -> IdpResult<LoginStep> {
         let Some((rec, mut txn)) = self.load_txn(txn_id).await? else {
-            return Ok(LoginStep::Failed { message: "This sign-in has expired. Go back to the application and start again.".into() });
+            return Ok(LoginStep::Failed {
+                message: "This sign-in has expired. Go back to the application and start again.".into(),
+            });
         };
         let stage_view = |txn: &Txn, error: Option<String>| -> LoginStep {
             match txn.stage {
@@ -292,14 +351,20 @@ impl Idp {
                 },
                 Stage::ChangePassword => LoginStep::ChangePassword { error },
                 Stage::Totp => LoginStep::Totp { error },
-                Stage::RegisterTotp | Stage::Done => LoginStep::Failed { message: "This sign-in is finished.".into() },
+                Stage::RegisterTotp | Stage::Done => LoginStep::Failed {
+                    message: "This sign-in is finished.".into(),
+                },
             }
         };
         match (txn.stage, input) {
             (Stage::RegisterTotp, LoginInput::Show) => self.registration_view(txn_id, &txn, None),
             (_, LoginInput::Show) => Ok(stage_view(&txn, None)),
             (Stage::Password, LoginInput::Password { username, password }) => {
-                let upn = username.trim().trim_start_matches("USHER\\").trim_start_matches("usher\\").to_owned();
+                let upn = username
+                    .trim()
+                    .trim_start_matches("USHER\\")
+                    .trim_start_matches("usher\\")
+                    .to_owned();
                 txn.upn = Some(upn.clone());
                 let check = self.directory().check_password(&upn, &password).await?;
                 let (user, must_change) = match check {
@@ -318,7 +383,9 @@ impl Idp {
                     PasswordCheck::Disabled(u) => {
                         let e = IdpError::disabled();
                         self.log_interactive(&txn, &upn, &u.id, e.code, &e.description, meta);
-                        return Ok(LoginStep::Failed { message: "Your account has been disabled. Contact your administrator.".into() });
+                        return Ok(LoginStep::Failed {
+                            message: "Your account has been disabled. Contact your administrator.".into(),
+                        });
                     }
                 };
                 txn.user_id = Some(user.id.clone());
@@ -336,12 +403,26 @@ impl Idp {
                 let upn = txn.upn.clone().unwrap_or_default();
                 match self.directory().check_password(&upn, &current).await? {
                     PasswordCheck::MustChange(_) | PasswordCheck::Valid(_) => {}
-                    _ => return Ok(LoginStep::ChangePassword { error: Some("Your current password is incorrect.".into()) }),
+                    _ => {
+                        return Ok(LoginStep::ChangePassword {
+                            error: Some("Your current password is incorrect.".into()),
+                        });
+                    }
                 }
-                match self.directory().change_own_password(&user_id, &current, &new).await {
+                match self
+                    .directory()
+                    .change_own_password(&user_id, &current, &new)
+                    .await
+                {
                     Ok(_) => self.after_first_factor(txn_id, rec, txn, meta).await,
-                    Err(usher_directory::DirectoryError::PasswordPolicy(v)) => Ok(LoginStep::ChangePassword { error: Some(v.to_string()) }),
-                    Err(usher_directory::DirectoryError::Invalid(m)) => Ok(LoginStep::ChangePassword { error: Some(m) }),
+                    Err(usher_directory::DirectoryError::PasswordPolicy(v)) => {
+                        Ok(LoginStep::ChangePassword {
+                            error: Some(v.to_string()),
+                        })
+                    }
+                    Err(usher_directory::DirectoryError::Invalid(m)) => {
+                        Ok(LoginStep::ChangePassword { error: Some(m) })
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
@@ -356,22 +437,41 @@ impl Idp {
                     txn.stage = Stage::Done;
                     self.save_txn(rec, &txn).await?;
                     let upn = txn.upn.clone().unwrap_or_default();
-                    self.log_interactive(&txn, &upn, &user_id, 50074, "too many wrong verification codes", meta);
-                    return Ok(LoginStep::Failed { message: "Too many wrong codes. Start the sign-in again.".into() });
+                    self.log_interactive(
+                        &txn,
+                        &upn,
+                        &user_id,
+                        50074,
+                        "too many wrong verification codes",
+                        meta,
+                    );
+                    return Ok(LoginStep::Failed {
+                        message: "Too many wrong codes. Start the sign-in again.".into(),
+                    });
                 }
                 self.save_txn(rec, &txn).await?;
-                Ok(LoginStep::Totp { error: Some("That code didn't work. Check the code and try again.".into()) })
+                Ok(LoginStep::Totp {
+                    error: Some("That code didn't work. Check the code and try again.".into()),
+                })
             }
             (Stage::RegisterTotp, LoginInput::RegisterTotp { code }) => {
                 let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
                 let sealed = txn.pending_totp.clone().ok_or_else(IdpError::server_error)?;
-                let secret = self.directory().sealing().open(&sealed, &format!("totp-pending:{txn_id}")).map_err(|_| IdpError::server_error())?;
+                let secret = self
+                    .directory()
+                    .sealing()
+                    .open(&sealed, &format!("totp-pending:{txn_id}"))
+                    .map_err(|_| IdpError::server_error())?;
                 if self.directory().register_totp(&user_id, &secret, &code).await? {
                     txn.amr = vec!["pwd".into(), "mfa".into(), "otp".into()];
                     txn.pending_totp = None;
                     return self.complete(rec, txn, meta).await;
                 }
-                self.registration_view(txn_id, &txn, Some("That code didn't work. Check the code and try again.".into()))
+                self.registration_view(
+                    txn_id,
+                    &txn,
+                    Some("That code didn't work. Check the code and try again.".into()),
+                )
             }
             (_, _) => Ok(stage_view(&txn, Some("Please complete this step.".into()))),
         }
@@ -379,7 +479,11 @@ impl Idp {
 
     fn registration_view(&self, txn_id: &str, txn: &Txn, error: Option<String>) -> IdpResult<LoginStep> {
         let sealed = txn.pending_totp.clone().ok_or_else(IdpError::server_error)?;
-        let secret = self.directory().sealing().open(&sealed, &format!("totp-pending:{txn_id}")).map_err(|_| IdpError::server_error())?;
+        let secret = self
+            .directory()
+            .sealing()
+            .open(&sealed, &format!("totp-pending:{txn_id}"))
+            .map_err(|_| IdpError::server_error())?;
         let upn = txn.upn.clone().unwrap_or_default();
         Ok(LoginStep::RegisterTotp {
             secret: usher_crypto::totp::base32(&secret),
@@ -388,7 +492,13 @@ impl Idp {
         })
     }
 
-    async fn after_first_factor(&self, txn_id: &str, rec: Record, mut txn: Txn, meta: &RequestMeta) -> IdpResult<LoginStep> {
+    async fn after_first_factor(
+        &self,
+        txn_id: &str,
+        rec: Record,
+        mut txn: Txn,
+        meta: &RequestMeta,
+    ) -> IdpResult<LoginStep> {
         let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
         let user = self.directory().get_user(&user_id).await?;
         if !user.mfa_state.requires_mfa() {
@@ -403,7 +513,11 @@ impl Idp {
         let sealed = self
             .directory()
             .sealing()
-            .seal(&secret, &format!("totp-pending:{txn_id}"), self.directory().rng().as_ref())
+            .seal(
+                &secret,
+                &format!("totp-pending:{txn_id}"),
+                self.directory().rng().as_ref(),
+            )
             .map_err(|_| IdpError::server_error())?;
         txn.pending_totp = Some(sealed);
         txn.stage = Stage::RegisterTotp;
@@ -443,15 +557,28 @@ impl Idp {
                 }
                 Ok(LoginStep::Redirect(redirect_with(&a.redirect_uri, &params)))
             }
-            LoginPurpose::Device { device_id, client_name } => {
+            LoginPurpose::Device {
+                device_id,
+                client_name,
+            } => {
                 self.approve_device(device_id, &user_id, &txn.amr).await?;
                 self.log_interactive(&txn, &upn, &user_id, 0, "", meta);
-                Ok(LoginStep::DeviceApproved { client_name: client_name.clone() })
+                Ok(LoginStep::DeviceApproved {
+                    client_name: client_name.clone(),
+                })
             }
         }
     }
 
-    fn log_interactive(&self, txn: &Txn, upn: &str, user_id: &str, code: u32, reason: &str, meta: &RequestMeta) {
+    fn log_interactive(
+        &self,
+        txn: &Txn,
+        upn: &str,
+        user_id: &str,
+        code: u32,
+        reason: &str,
+        meta: &RequestMeta,
+    ) {
         let (app_id, app_name, via) = match &txn.purpose {
             LoginPurpose::Authorize(a) => (a.client_id.clone(), a.client_name.clone(), "Browser"),
             LoginPurpose::Device { client_name, .. } => (String::new(), client_name.clone(), "Device code"),

@@ -30,17 +30,19 @@ impl ScopeRequest {
                 continue;
             }
             let (resource, name) = match s.rsplit_once('/') {
-                Some((r, n)) if !r.is_empty() && !n.is_empty() => (r.trim_end_matches('/').to_owned(), n.to_owned()),
+                Some((r, n)) if !r.is_empty() && !n.is_empty() => {
+                    (r.trim_end_matches('/').to_owned(), n.to_owned())
+                }
                 Some((r, _)) if !r.is_empty() => (r.trim_end_matches('/').to_owned(), ".default".to_owned()),
                 // A bare scope names a Graph permission: Graph is served at the public URL.
                 _ => (String::new(), s.to_owned()),
             };
-            if let Some(existing) = &out.resource {
-                if !existing.eq_ignore_ascii_case(&resource) {
-                    return Err(IdpError::invalid_scope(format!(
-                        "The provided value for the input parameter 'scope' isn't valid: scopes for more than one resource ('{existing}', '{resource}') were requested."
-                    )));
-                }
+            if let Some(existing) = &out.resource
+                && !existing.eq_ignore_ascii_case(&resource)
+            {
+                return Err(IdpError::invalid_scope(format!(
+                    "The provided value for the input parameter 'scope' isn't valid: scopes for more than one resource ('{existing}', '{resource}') were requested."
+                )));
             }
             out.resource = Some(resource);
             out.resource_scopes.push(name);
@@ -88,17 +90,28 @@ impl Resource {
 impl Idp {
     /// Resolves the resource of a scope request (the API when only OIDC scopes are present).
     pub async fn resolve_resource(&self, req: &ScopeRequest) -> IdpResult<Resource> {
-        let Some(name) = req.resource.as_deref() else { return Ok(Resource::Api) };
+        let Some(name) = req.resource.as_deref() else {
+            return Ok(Resource::Api);
+        };
         if name.is_empty() || name.trim_end_matches('/').eq_ignore_ascii_case(self.public_url()) {
             return Ok(Resource::Api);
         }
         let app: Option<Application> = self.directory().resolve_resource(name).await?;
         match app {
             Some(a) => {
-                if self.directory().find_service_principal(&a.app_id).await?.is_none() {
+                if self
+                    .directory()
+                    .find_service_principal_cached(&a.app_id)
+                    .await?
+                    .is_none()
+                {
                     return Err(IdpError::resource_not_found(name));
                 }
-                Ok(Resource::App { app_id: a.app_id.clone(), audience: name.to_owned(), display_name: a.display_name })
+                Ok(Resource::App {
+                    app_id: a.app_id.clone(),
+                    audience: name.to_owned(),
+                    display_name: a.display_name,
+                })
             }
             None => Err(IdpError::resource_not_found(name)),
         }
@@ -111,12 +124,17 @@ mod tests {
 
     #[test]
     fn parses_oidc_and_one_resource() {
-        let r = ScopeRequest::parse("openid profile offline_access https://h:8443/.default").unwrap_or_default();
+        let r =
+            ScopeRequest::parse("openid profile offline_access https://h:8443/.default").unwrap_or_default();
         assert!(r.openid() && r.offline());
         assert_eq!(r.resource.as_deref(), Some("https://h:8443"));
         assert_eq!(r.resource_scopes, vec![".default"]);
-        let r = ScopeRequest::parse("urn:ms-drs:enterpriseregistration.windows.net/.default").unwrap_or_default();
-        assert_eq!(r.resource.as_deref(), Some("urn:ms-drs:enterpriseregistration.windows.net"));
+        let r =
+            ScopeRequest::parse("urn:ms-drs:enterpriseregistration.windows.net/.default").unwrap_or_default();
+        assert_eq!(
+            r.resource.as_deref(),
+            Some("urn:ms-drs:enterpriseregistration.windows.net")
+        );
         let r = ScopeRequest::parse("https://management.core.windows.net//.default").unwrap_or_default();
         assert_eq!(r.resource.as_deref(), Some("https://management.core.windows.net"));
         let r = ScopeRequest::parse("openid profile").unwrap_or_default();

@@ -70,11 +70,12 @@ impl Idp {
     ) -> IdpResult<(String, i64)> {
         let now = self.now();
         let life = self.access_lifetime();
-        let scp = if scopes.resource_scopes.is_empty() || scopes.resource_scopes.iter().all(|s| s == ".default") {
-            "user_impersonation".to_owned()
-        } else {
-            scopes.resource_scopes.join(" ")
-        };
+        let scp =
+            if scopes.resource_scopes.is_empty() || scopes.resource_scopes.iter().all(|s| s == ".default") {
+                "user_impersonation".to_owned()
+            } else {
+                scopes.resource_scopes.join(" ")
+            };
         let mfa = s.amr.iter().any(|m| m == "mfa");
         let claims = json!({
             "aud": resource.audience(self),
@@ -89,7 +90,11 @@ impl Idp {
             "appidacr": client_auth, "azpacr": client_auth,
             "idtyp": "user", "uti": self.new_uti(), "ver": "2.0",
         });
-        let token = self.keys().active()?.sign(TokenKind::Access, &claims).map_err(|_| IdpError::server_error())?;
+        let token = self
+            .keys()
+            .active()?
+            .sign(TokenKind::Access, &claims)
+            .map_err(|_| IdpError::server_error())?;
         Ok((token, life))
     }
 
@@ -106,16 +111,26 @@ impl Idp {
         if let Some(n) = &s.nonce {
             claims["nonce"] = Value::String(n.clone());
         }
-        self.keys().active()?.sign(TokenKind::Id, &claims).map_err(|_| IdpError::server_error())
+        self.keys()
+            .active()?
+            .sign(TokenKind::Id, &claims)
+            .map_err(|_| IdpError::server_error())
     }
 
     /// Creates a refresh-token family for a new sign-in.
     pub(crate) async fn new_family(&self, user_id: &str, client_id: &str) -> IdpResult<String> {
         let id = self.directory().rng().token(16);
-        let fam = Family { user_id: user_id.to_owned(), client_id: client_id.to_owned(), revoked: false };
+        let fam = Family {
+            user_id: user_id.to_owned(),
+            client_id: client_id.to_owned(),
+            revoked: false,
+        };
         self.directory()
             .store()
-            .insert(Record::from_value(kinds::REFRESH_FAMILY, &id, &fam)?.with_expiry(self.now() + REFRESH_LIFETIME_SECS * 4))
+            .insert(
+                Record::from_value(kinds::REFRESH_FAMILY, &id, &fam)?
+                    .with_expiry(self.now() + REFRESH_LIFETIME_SECS * 4),
+            )
             .await?;
         Ok(id)
     }
@@ -133,7 +148,10 @@ impl Idp {
             Some(f) => f,
             None => self.new_family(&s.user.id, client_id).await?,
         };
-        let token = format!("rt.{}", usher_crypto::secret::generate(self.directory().rng().as_ref()));
+        let token = format!(
+            "rt.{}",
+            usher_crypto::secret::generate(self.directory().rng().as_ref())
+        );
         let stored = StoredRefresh {
             family_id,
             user_id: s.user.id.clone(),
@@ -146,7 +164,10 @@ impl Idp {
         let id = usher_crypto::secret::digest(&token);
         self.directory()
             .store()
-            .insert(Record::from_value(kinds::REFRESH_TOKEN, &id, &stored)?.with_expiry(now + REFRESH_LIFETIME_SECS))
+            .insert(
+                Record::from_value(kinds::REFRESH_TOKEN, &id, &stored)?
+                    .with_expiry(now + REFRESH_LIFETIME_SECS),
+            )
             .await?;
         Ok(token)
     }
@@ -163,20 +184,35 @@ impl Idp {
     ) -> IdpResult<(TokenResponse, Resource)> {
         let resource = self.resolve_resource(scopes).await?;
         let (access_token, life) = self.user_access_token(s, client, &resource, scopes, client_auth)?;
-        let id_token = if scopes.openid() { Some(self.id_token(s, client)?) } else { None };
-        let refresh_token = if scopes.offline() {
-            Some(self.refresh_token(s, &client.app_id, scope_string, family).await?)
+        let id_token = if scopes.openid() {
+            Some(self.id_token(s, client)?)
         } else {
             None
         };
-        let client_info = usher_crypto::b64url(json!({"uid": s.user.id, "utid": self.tenant().id}).to_string().as_bytes());
+        let refresh_token = if scopes.offline() {
+            Some(
+                self.refresh_token(s, &client.app_id, scope_string, family)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let client_info = usher_crypto::b64url(
+            json!({"uid": s.user.id, "utid": self.tenant().id})
+                .to_string()
+                .as_bytes(),
+        );
         let mut granted: Vec<String> = match &resource {
             Resource::Api => scopes
                 .resource_scopes
                 .iter()
                 .map(|n| format!("{}/{n}", self.public_url()))
                 .collect(),
-            Resource::App { audience, .. } => scopes.resource_scopes.iter().map(|n| format!("{audience}/{n}")).collect(),
+            Resource::App { audience, .. } => scopes
+                .resource_scopes
+                .iter()
+                .map(|n| format!("{audience}/{n}"))
+                .collect(),
         };
         granted.extend(scopes.oidc.iter().cloned());
         Ok((
@@ -195,7 +231,12 @@ impl Idp {
     }
 
     /// Mints an app-only access token for a service principal.
-    pub(crate) fn app_token(&self, sp: &ServicePrincipal, resource: &Resource, client_auth: &str) -> IdpResult<TokenResponse> {
+    pub(crate) fn app_token(
+        &self,
+        sp: &ServicePrincipal,
+        resource: &Resource,
+        client_auth: &str,
+    ) -> IdpResult<TokenResponse> {
         let now = self.now();
         let life = self.access_lifetime();
         let claims = json!({
@@ -206,7 +247,11 @@ impl Idp {
             "appidacr": client_auth, "azpacr": client_auth,
             "idtyp": "app", "uti": self.new_uti(), "ver": "2.0",
         });
-        let access_token = self.keys().active()?.sign(TokenKind::Access, &claims).map_err(|_| IdpError::server_error())?;
+        let access_token = self
+            .keys()
+            .active()?
+            .sign(TokenKind::Access, &claims)
+            .map_err(|_| IdpError::server_error())?;
         Ok(TokenResponse {
             token_type: "Bearer".into(),
             scope: format!("{}/.default", resource.audience(self)),
@@ -218,12 +263,24 @@ impl Idp {
     }
 
     /// Validates an access token issued by this tenant for `audiences`.
-    pub fn validate_access_token(&self, token: &str, audiences: &[String]) -> Result<serde_json::Map<String, Value>, usher_crypto::jwt::TokenError> {
+    pub fn validate_access_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<serde_json::Map<String, Value>, usher_crypto::jwt::TokenError> {
         let issuer = self.issuer();
-        let keyset = self.keys().keyset().map_err(|_| usher_crypto::jwt::TokenError::Malformed)?;
+        let keyset = self
+            .keys()
+            .keyset()
+            .map_err(|_| usher_crypto::jwt::TokenError::Malformed)?;
         keyset.validate(
             token,
-            &usher_crypto::jwt::Expectations { kind: TokenKind::Access, issuer: &issuer, audiences, now: self.now() },
+            &usher_crypto::jwt::Expectations {
+                kind: TokenKind::Access,
+                issuer: &issuer,
+                audiences,
+                now: self.now(),
+            },
         )
     }
 }

@@ -33,12 +33,26 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Request_BadRequest", m.clone()),
-            ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", m.clone()),
+            ApiError::Unauthenticated(m) => {
+                (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", m.clone())
+            }
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "Authorization_RequestDenied", m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound", m.clone()),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, "Request_MultipleObjectsWithSameKeyValue", m.clone()),
-            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "The server failed; the error was logged.".into()),
-            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The object changed concurrently; retry.".into()),
+            ApiError::Conflict(m) => (
+                StatusCode::CONFLICT,
+                "Request_MultipleObjectsWithSameKeyValue",
+                m.clone(),
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The server failed; the error was logged.".into(),
+            ),
+            ApiError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The object changed concurrently; retry.".into(),
+            ),
         }
     }
 }
@@ -46,9 +60,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        let mut resp = (status, Json(GraphErrorBody { error: GraphError { code: code.into(), message } })).into_response();
+        let mut resp = (
+            status,
+            Json(GraphErrorBody {
+                error: GraphError {
+                    code: code.into(),
+                    message,
+                },
+            }),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -57,10 +81,14 @@ impl IntoResponse for ApiError {
 impl From<DirectoryError> for ApiError {
     fn from(e: DirectoryError) -> Self {
         match e {
-            DirectoryError::NotFound { what, id } => ApiError::NotFound(format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present ({what}).")),
+            DirectoryError::NotFound { what, id } => ApiError::NotFound(format!(
+                "Resource '{id}' does not exist or one of its queried reference-property objects are not present ({what})."
+            )),
             DirectoryError::AlreadyExists(m) => ApiError::Conflict(m),
             DirectoryError::Invalid(m) => ApiError::BadRequest(m),
-            DirectoryError::PasswordPolicy(v) => ApiError::BadRequest(format!("The specified password does not comply with password complexity requirements: {v}.")),
+            DirectoryError::PasswordPolicy(v) => ApiError::BadRequest(format!(
+                "The specified password does not comply with password complexity requirements: {v}."
+            )),
             DirectoryError::Contended => ApiError::Busy,
             other => {
                 tracing::error!(error = %other, "directory failure");
@@ -102,7 +130,10 @@ impl EntraErrorResponse {
             timestamp: ts,
             trace_id: self.trace_id.clone(),
             correlation_id: self.correlation_id.clone(),
-            error_uri: Some(format!("https://login.microsoftonline.com/error?code={}", self.error.code)),
+            error_uri: Some(format!(
+                "https://login.microsoftonline.com/error?code={}",
+                self.error.code
+            )),
             suberror: self.error.suberror.map(str::to_owned),
         }
     }
@@ -112,9 +143,13 @@ impl IntoResponse for EntraErrorResponse {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::BAD_REQUEST);
         let mut resp = (status, Json(self.body())).into_response();
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"token\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"token\""),
+            );
         }
         resp
     }
@@ -123,8 +158,10 @@ impl IntoResponse for EntraErrorResponse {
 /// JSON with `Cache-Control: no-store` (token responses).
 pub fn no_store_json(value: serde_json::Value) -> Response {
     let mut resp = Json(value).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 

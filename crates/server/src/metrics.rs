@@ -33,7 +33,10 @@ impl Metrics {
 
     /// The Prometheus text.
     pub fn render(&self) -> String {
-        self.handle.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+        self.handle
+            .as_ref()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default()
     }
 }
 

@@ -19,7 +19,9 @@ code{{font-size:16px;word-break:break-all}}.muted{{color:#555;font-size:13px}}</
 }
 
 fn error_line(error: Option<&str>) -> String {
-    error.map(|e| format!("<p class=\"err\" role=\"alert\" id=\"error\">{}</p>", text(e))).unwrap_or_default()
+    error
+        .map(|e| format!("<p class=\"err\" role=\"alert\" id=\"error\">{}</p>", text(e)))
+        .unwrap_or_default()
 }
 
 /// A page response that is never cached or framed.
@@ -30,7 +32,9 @@ pub fn page(status: StatusCode, html: String) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
     );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
@@ -47,7 +51,13 @@ fn form(action: &str, txn: &str, step: &str, fields: &str, button: &str) -> Stri
 }
 
 /// User name and password.
-pub fn password(action: &str, txn: &str, client: &str, username: Option<&str>, error: Option<&str>) -> String {
+pub fn password(
+    action: &str,
+    txn: &str,
+    client: &str,
+    username: Option<&str>,
+    error: Option<&str>,
+) -> String {
     let fields = format!(
         "<p class=\"muted\">to continue to {c}</p>{e}<label for=\"username\">Email or user name</label><input id=\"username\" name=\"username\" autocomplete=\"username\" value=\"{u}\" required>\
 <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>",
@@ -77,7 +87,10 @@ pub fn register_totp(action: &str, txn: &str, secret: &str, uri: &str, error: Op
         s = text(secret),
         u = text(uri)
     );
-    layout("Set up your authenticator app", &form(action, txn, "register", &fields, "Next"))
+    layout(
+        "Set up your authenticator app",
+        &form(action, txn, "register", &fields, "Next"),
+    )
 }
 
 /// Forced password change.
@@ -88,7 +101,10 @@ pub fn change_password(action: &str, txn: &str, error: Option<&str>) -> String {
 <label for=\"new\">New password</label><input id=\"new\" name=\"new\" type=\"password\" autocomplete=\"new-password\" required>",
         e = error_line(error)
     );
-    layout("Update your password", &form(action, txn, "change", &fields, "Sign in"))
+    layout(
+        "Update your password",
+        &form(action, txn, "change", &fields, "Sign in"),
+    )
 }
 
 /// Device code entry.
@@ -104,7 +120,10 @@ pub fn device_code(error: Option<&str>) -> String {
 pub fn device_done(client: &str) -> String {
     layout(
         "You're signed in",
-        &format!("<p id=\"done\">You have signed in to {} on your device. You may now close this window.</p>", text(client)),
+        &format!(
+            "<p id=\"done\">You have signed in to {} on your device. You may now close this window.</p>",
+            text(client)
+        ),
     )
 }
 

@@ -70,7 +70,9 @@ fn load_or_create_at_rest_key(config: &ServerConfig) -> Result<Zeroizing<Vec<u8>
             .decode(s.trim())
             .map_err(|_| ServerError::Config("the at-rest key must be base64 of 32 bytes".into()))?;
         if bytes.len() != 32 {
-            return Err(ServerError::Config("the at-rest key must be base64 of 32 bytes".into()));
+            return Err(ServerError::Config(
+                "the at-rest key must be base64 of 32 bytes".into(),
+            ));
         }
         Ok(Zeroizing::new(bytes))
     };
@@ -78,10 +80,16 @@ fn load_or_create_at_rest_key(config: &ServerConfig) -> Result<Zeroizing<Vec<u8>
         return decode(k);
     }
     let dir = config.data_dir.join("keys");
-    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io { path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     let path = dir.join("at-rest.key");
     if path.exists() {
-        let s = Zeroizing::new(std::fs::read_to_string(&path).map_err(|source| ServerError::Io { path: path.clone(), source })?);
+        let s = Zeroizing::new(std::fs::read_to_string(&path).map_err(|source| ServerError::Io {
+            path: path.clone(),
+            source,
+        })?);
         return decode(&s);
     }
     let mut bytes = Zeroizing::new(vec![0u8; 32]);
@@ -94,11 +102,20 @@ fn load_or_create_at_rest_key(config: &ServerConfig) -> Result<Zeroizing<Vec<u8>
 
 /// Starts the server on `store`; returns once it listens.
 pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<RunningServer, ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServerError::Io { path: PathBuf::from(config.listen.to_string()), source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Io { path: PathBuf::from("listener"), source })?;
+        .map_err(|source| ServerError::Io {
+            path: PathBuf::from(config.listen.to_string()),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        path: PathBuf::from("listener"),
+        source,
+    })?;
     let public_url = config.public_url_for(addr);
     let public_host = url::Url::parse(&public_url)
         .map_err(|e| ServerError::Config(format!("public URL `{public_url}`: {e}")))?
@@ -108,17 +125,32 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
     let (cert, key, ca_path) = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), None),
         (None, None) => {
-            let paths = tls::ensure_generated(&config.data_dir, &tls::server_names(addr.ip(), public_host.as_deref()))?;
+            let paths = tls::ensure_generated(
+                &config.data_dir,
+                &tls::server_names(addr.ip(), public_host.as_deref()),
+            )?;
             (paths.cert, paths.key, Some(paths.ca))
         }
-        _ => return Err(ServerError::Config("give both a TLS certificate and its key, or neither".into())),
+        _ => {
+            return Err(ServerError::Config(
+                "give both a TLS certificate and its key, or neither".into(),
+            ));
+        }
     };
     let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key)?);
 
     let key_bytes = load_or_create_at_rest_key(&config)?;
     let sealing = SealingKey::from_bytes(&key_bytes).map_err(|e| ServerError::Config(e.to_string()))?;
-    let fingerprint_key: Arc<[u8]> = Arc::from(usher_crypto::secret::sha256(&[b"usher lockout fingerprints\0".as_slice(), &key_bytes].concat()));
-    let dir = Directory::new(store, Arc::new(SystemClock), Arc::new(SystemRng), Arc::new(sealing), fingerprint_key);
+    let fingerprint_key: Arc<[u8]> = Arc::from(usher_crypto::secret::sha256(
+        &[b"usher lockout fingerprints\0".as_slice(), &key_bytes].concat(),
+    ));
+    let dir = Directory::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(SystemRng),
+        Arc::new(sealing),
+        fingerprint_key,
+    );
     let report = dir
         .bootstrap(BootstrapOptions {
             domain: config.domain.clone(),
@@ -135,7 +167,11 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
         None => None,
     };
     let idp = Idp::new(dir, &public_url).await?;
-    let state = AppState { idp, metrics: Arc::new(crate::metrics::Metrics::install()), secure_cookies: true };
+    let state = AppState {
+        idp,
+        metrics: Arc::new(crate::metrics::Metrics::install()),
+        secure_cookies: true,
+    };
     let router = crate::routes::router(state.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -170,7 +206,12 @@ fn spawn_janitor(state: AppState, mut stop: watch::Receiver<bool>) {
     });
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: axum::Router, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -197,10 +238,11 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: axum:
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                tower::ServiceExt::oneshot(router.clone(), req)
-            });
+            let service =
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(router.clone(), req)
+                });
             let builder = Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             let conn = watcher.watch(conn.into_owned());
@@ -210,7 +252,10 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: axum:
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after 10 s; closing them");
     }
 }

@@ -7,14 +7,20 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
 use rustls::ServerConfig as RustlsConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ServerError;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
-    move |source| ServerError::Io { path: path.to_owned(), source }
+    move |source| ServerError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Writes a file atomically with the given mode.
@@ -22,7 +28,13 @@ pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), Serv
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
         f.write_all(contents).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
@@ -36,7 +48,11 @@ fn ca_params() -> Result<CertificateParams, ServerError> {
     dn.push(DnType::OrganizationName, "usher");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
     p.not_after = rcgen::date_time_ymd(2046, 1, 1);
     Ok(p)
@@ -44,7 +60,11 @@ fn ca_params() -> Result<CertificateParams, ServerError> {
 
 /// The names the server certificate must carry.
 pub fn server_names(listen_ip: IpAddr, public_host: Option<&str>) -> Vec<String> {
-    let mut names = vec!["localhost".to_owned(), listen_ip.to_string(), "127.0.0.1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        listen_ip.to_string(),
+        "127.0.0.1".to_owned(),
+    ];
     if let Some(h) = public_host {
         names.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
     }
@@ -72,7 +92,13 @@ impl TlsPaths {
     /// Paths under `data_dir/tls`.
     pub fn under(data_dir: &Path) -> Self {
         let d = data_dir.join("tls");
-        Self { ca: d.join("ca.pem"), ca_key: d.join("ca.key"), cert: d.join("server.pem"), key: d.join("server.key"), names: d.join("server.names") }
+        Self {
+            ca: d.join("ca.pem"),
+            ca_key: d.join("ca.key"),
+            cert: d.join("server.pem"),
+            key: d.join("server.key"),
+            names: d.join("server.names"),
+        }
     }
 }
 
@@ -86,7 +112,9 @@ pub fn ensure_generated(data_dir: &Path, names: &[String]) -> Result<TlsPaths, S
         KeyPair::from_pem(&pem).map_err(|e| ServerError::Tls(format!("{}: {e}", paths.ca_key.display())))?
     } else {
         let key = KeyPair::generate().map_err(|e| ServerError::Tls(e.to_string()))?;
-        let cert = ca_params()?.self_signed(&key).map_err(|e| ServerError::Tls(e.to_string()))?;
+        let cert = ca_params()?
+            .self_signed(&key)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
         write_private(&paths.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
         write_private(&paths.ca, cert.pem().as_bytes(), 0o644)?;
         // A new CA invalidates any server certificate from before.
@@ -100,12 +128,17 @@ pub fn ensure_generated(data_dir: &Path, names: &[String]) -> Result<TlsPaths, S
     }
     let issuer = Issuer::new(ca_params()?, ca_key);
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| ServerError::Tls(e.to_string()))?;
-    p.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+    p.distinguished_name
+        .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
     p.subject_alt_names = names
         .iter()
         .map(|n| match n.parse::<IpAddr>() {
             Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(|e: rcgen::Error| ServerError::Tls(e.to_string())),
+            Err(_) => n
+                .clone()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e: rcgen::Error| ServerError::Tls(e.to_string())),
         })
         .collect::<Result<_, _>>()?;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -113,7 +146,9 @@ pub fn ensure_generated(data_dir: &Path, names: &[String]) -> Result<TlsPaths, S
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
     p.not_after = rcgen::date_time_ymd(2036, 1, 1);
     let key = KeyPair::generate().map_err(|e| ServerError::Tls(e.to_string()))?;
-    let cert = p.signed_by(&key, &issuer).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     write_private(&paths.key, key.serialize_pem().as_bytes(), 0o600)?;
     write_private(&paths.cert, cert.pem().as_bytes(), 0o644)?;
     write_private(&paths.names, wanted.as_bytes(), 0o644)?;
@@ -128,7 +163,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<RustlsConfig>, Serve
         .collect::<Result<_, _>>()
         .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!("{}: no certificate found", cert.display())));
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?

@@ -113,7 +113,13 @@ impl Store for PostgresStore {
         row.as_ref().map(row_to_record).transpose()
     }
 
-    async fn list(&self, kind: &str, after: Option<&str>, limit: usize, now: i64) -> StoreResult<Vec<Record>> {
+    async fn list(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+        now: i64,
+    ) -> StoreResult<Vec<Record>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = sqlx::query(
             "SELECT kind, id, key, version, expires_at, data FROM records WHERE kind = $1 AND id > $2 AND (expires_at IS NULL OR expires_at > $3) ORDER BY id LIMIT $4"
@@ -173,19 +179,23 @@ impl Store for PostgresStore {
                 Ok(record)
             }
             Ok(_) => {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM records WHERE kind = $1 AND id = $2")
-                    .bind(&record.kind)
-                    .bind(&record.id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM records WHERE kind = $1 AND id = $2")
+                        .bind(&record.kind)
+                        .bind(&record.id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
                 match exists {
                     Some(_) => Err(StoreError::Conflict {
                         kind: record.kind,
                         id: record.id,
                         reason: "the record changed since it was read",
                     }),
-                    None => Err(StoreError::NotFound { kind: record.kind, id: record.id }),
+                    None => Err(StoreError::NotFound {
+                        kind: record.kind,
+                        id: record.id,
+                    }),
                 }
             }
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
@@ -199,17 +209,21 @@ impl Store for PostgresStore {
 
     async fn delete(&self, kind: &str, id: &str, version: Option<i64>) -> StoreResult<bool> {
         let result = match version {
-            Some(v) => sqlx::query("DELETE FROM records WHERE kind = $1 AND id = $2 AND version = $3")
-                .bind(kind)
-                .bind(id)
-                .bind(v)
-                .execute(&self.pool)
-                .await,
-            None => sqlx::query("DELETE FROM records WHERE kind = $1 AND id = $2")
-                .bind(kind)
-                .bind(id)
-                .execute(&self.pool)
-                .await,
+            Some(v) => {
+                sqlx::query("DELETE FROM records WHERE kind = $1 AND id = $2 AND version = $3")
+                    .bind(kind)
+                    .bind(id)
+                    .bind(v)
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("DELETE FROM records WHERE kind = $1 AND id = $2")
+                    .bind(kind)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+            }
         }
         .map_err(db_err)?;
         Ok(result.rows_affected() > 0)
@@ -230,13 +244,14 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let mut seqs = Vec::with_capacity(entries.len());
         for (stream, at, data) in entries {
-            let seq: i64 = sqlx::query_scalar("INSERT INTO log (stream, at, data) VALUES ($1, $2, $3) RETURNING seq")
-                .bind(stream)
-                .bind(at)
-                .bind(data.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            let seq: i64 =
+                sqlx::query_scalar("INSERT INTO log (stream, at, data) VALUES ($1, $2, $3) RETURNING seq")
+                    .bind(stream)
+                    .bind(at)
+                    .bind(data.to_string())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
             seqs.push(seq);
         }
         tx.commit().await.map_err(db_err)?;
@@ -245,13 +260,15 @@ impl Store for PostgresStore {
 
     async fn read_log(&self, stream: &str, before: Option<i64>, limit: usize) -> StoreResult<Vec<LogEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query("SELECT seq, stream, at, data FROM log WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3")
-            .bind(stream)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query(
+            "SELECT seq, stream, at, data FROM log WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(stream)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
         rows.iter()
             .map(|row| {
                 let data: String = row.try_get("data").map_err(db_err)?;
@@ -275,7 +292,10 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 }
@@ -294,7 +314,9 @@ pub mod testing {
     pub async fn fresh_database() -> Result<String, String> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = std::env::var(TEST_URL_VAR).map_err(|_| {
-            format!("{TEST_URL_VAR} is not set: run the tests through scripts/test.sh, which starts PostgreSQL")
+            format!(
+                "{TEST_URL_VAR} is not set: run the tests through scripts/test.sh, which starts PostgreSQL"
+            )
         })?;
         let name = format!(
             "usher_test_{}_{}_{}",
@@ -302,7 +324,9 @@ pub mod testing {
             COUNTER.fetch_add(1, Ordering::SeqCst),
             time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000
         );
-        let mut conn = sqlx::PgConnection::connect(&base).await.map_err(|e| format!("connect {base}: {e}"))?;
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .map_err(|e| format!("connect {base}: {e}"))?;
         // The name is built from digits and a fixed prefix only.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
@@ -331,7 +355,10 @@ pub mod testing {
     mod tests {
         #[test]
         fn strips_database() {
-            assert_eq!(super::url_without_db("postgres://u@h:5/db?x=1"), "postgres://u@h:5");
+            assert_eq!(
+                super::url_without_db("postgres://u@h:5/db?x=1"),
+                "postgres://u@h:5"
+            );
             assert_eq!(super::url_without_db("postgres://u@h:5"), "postgres://u@h:5");
         }
     }

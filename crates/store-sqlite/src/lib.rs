@@ -132,7 +132,13 @@ impl Store for SqliteStore {
         row.as_ref().map(row_to_record).transpose()
     }
 
-    async fn list(&self, kind: &str, after: Option<&str>, limit: usize, now: i64) -> StoreResult<Vec<Record>> {
+    async fn list(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+        now: i64,
+    ) -> StoreResult<Vec<Record>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = sqlx::query(
             "SELECT kind, id, key, version, expires_at, data FROM records WHERE kind = ? AND id > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT ?"
@@ -192,19 +198,23 @@ impl Store for SqliteStore {
                 Ok(record)
             }
             Ok(_) => {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM records WHERE kind = ? AND id = ?")
-                    .bind(&record.kind)
-                    .bind(&record.id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM records WHERE kind = ? AND id = ?")
+                        .bind(&record.kind)
+                        .bind(&record.id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
                 match exists {
                     Some(_) => Err(StoreError::Conflict {
                         kind: record.kind,
                         id: record.id,
                         reason: "the record changed since it was read",
                     }),
-                    None => Err(StoreError::NotFound { kind: record.kind, id: record.id }),
+                    None => Err(StoreError::NotFound {
+                        kind: record.kind,
+                        id: record.id,
+                    }),
                 }
             }
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
@@ -218,17 +228,21 @@ impl Store for SqliteStore {
 
     async fn delete(&self, kind: &str, id: &str, version: Option<i64>) -> StoreResult<bool> {
         let result = match version {
-            Some(v) => sqlx::query("DELETE FROM records WHERE kind = ? AND id = ? AND version = ?")
-                .bind(kind)
-                .bind(id)
-                .bind(v)
-                .execute(&self.pool)
-                .await,
-            None => sqlx::query("DELETE FROM records WHERE kind = ? AND id = ?")
-                .bind(kind)
-                .bind(id)
-                .execute(&self.pool)
-                .await,
+            Some(v) => {
+                sqlx::query("DELETE FROM records WHERE kind = ? AND id = ? AND version = ?")
+                    .bind(kind)
+                    .bind(id)
+                    .bind(v)
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("DELETE FROM records WHERE kind = ? AND id = ?")
+                    .bind(kind)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+            }
         }
         .map_err(db_err)?;
         Ok(result.rows_affected() > 0)
@@ -249,13 +263,14 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let mut seqs = Vec::with_capacity(entries.len());
         for (stream, at, data) in entries {
-            let seq: i64 = sqlx::query_scalar("INSERT INTO log (stream, at, data) VALUES (?, ?, ?) RETURNING seq")
-                .bind(stream)
-                .bind(at)
-                .bind(data.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            let seq: i64 =
+                sqlx::query_scalar("INSERT INTO log (stream, at, data) VALUES (?, ?, ?) RETURNING seq")
+                    .bind(stream)
+                    .bind(at)
+                    .bind(data.to_string())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
             seqs.push(seq);
         }
         tx.commit().await.map_err(db_err)?;
@@ -264,13 +279,15 @@ impl Store for SqliteStore {
 
     async fn read_log(&self, stream: &str, before: Option<i64>, limit: usize) -> StoreResult<Vec<LogEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query("SELECT seq, stream, at, data FROM log WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?")
-            .bind(stream)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query(
+            "SELECT seq, stream, at, data FROM log WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(stream)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
         rows.iter()
             .map(|row| {
                 let data: String = row.try_get("data").map_err(db_err)?;
@@ -294,7 +311,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 }

@@ -23,7 +23,9 @@ async fn reopening_keeps_data_and_does_not_rerun_migrations() {
     let path = dir.path().join("usher.db");
     {
         let s = SqliteStore::open(&path).await.unwrap();
-        s.insert(Record::new("user", "u1", serde_json::json!({"a": 1}))).await.unwrap();
+        s.insert(Record::new("user", "u1", serde_json::json!({"a": 1})))
+            .await
+            .unwrap();
     }
     let s = SqliteStore::open(&path).await.unwrap();
     assert_eq!(s.get("user", "u1", 0).await.unwrap().unwrap().data["a"], 1);

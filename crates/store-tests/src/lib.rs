@@ -15,35 +15,62 @@ const NOW: i64 = 1_800_000_000;
 
 /// Inserted records read back identically, by id and by key.
 pub async fn insert_and_read_back(s: DynStore) {
-    let data = json!({"displayName": "Ann Ötzi ✓", "nested": {"list": [1, 2, 3]}, "big": "x".repeat(100_000)});
-    let r = s.insert(Record::new("user", "u1", data.clone()).with_key("ann@contoso.test")).await.unwrap();
+    let data =
+        json!({"displayName": "Ann Ötzi ✓", "nested": {"list": [1, 2, 3]}, "big": "x".repeat(100_000)});
+    let r = s
+        .insert(Record::new("user", "u1", data.clone()).with_key("ann@contoso.test"))
+        .await
+        .unwrap();
     assert_eq!(r.version, 1);
     let got = s.get("user", "u1", NOW).await.unwrap().unwrap();
     assert_eq!(got.data, data);
     assert_eq!(got.key.as_deref(), Some("ann@contoso.test"));
     assert_eq!(got.version, 1);
-    let by_key = s.get_by_key("user", "ann@contoso.test", NOW).await.unwrap().unwrap();
+    let by_key = s
+        .get_by_key("user", "ann@contoso.test", NOW)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_key.id, "u1");
     assert!(s.get("user", "nope", NOW).await.unwrap().is_none());
-    assert!(s.get("group", "u1", NOW).await.unwrap().is_none(), "kinds are separate namespaces");
+    assert!(
+        s.get("group", "u1", NOW).await.unwrap().is_none(),
+        "kinds are separate namespaces"
+    );
 }
 
 /// A taken id or key is a conflict and the first record is untouched.
 pub async fn duplicates_conflict_and_lose_nothing(s: DynStore) {
-    s.insert(Record::new("user", "u1", json!({"n": 1})).with_key("k1")).await.unwrap();
-    let e = s.insert(Record::new("user", "u1", json!({"n": 2}))).await.unwrap_err();
+    s.insert(Record::new("user", "u1", json!({"n": 1})).with_key("k1"))
+        .await
+        .unwrap();
+    let e = s
+        .insert(Record::new("user", "u1", json!({"n": 2})))
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
-    let e = s.insert(Record::new("user", "u2", json!({"n": 3})).with_key("k1")).await.unwrap_err();
+    let e = s
+        .insert(Record::new("user", "u2", json!({"n": 3})).with_key("k1"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
-    assert_eq!(s.get("user", "u1", NOW).await.unwrap().unwrap().data, json!({"n": 1}));
+    assert_eq!(
+        s.get("user", "u1", NOW).await.unwrap().unwrap().data,
+        json!({"n": 1})
+    );
     assert!(s.get("user", "u2", NOW).await.unwrap().is_none());
     // The same key in another kind is fine.
-    s.insert(Record::new("group", "g1", json!({})).with_key("k1")).await.unwrap();
+    s.insert(Record::new("group", "g1", json!({})).with_key("k1"))
+        .await
+        .unwrap();
 }
 
 /// Updates are compare-and-swap on the version.
 pub async fn update_is_compare_and_swap(s: DynStore) {
-    let r = s.insert(Record::new("user", "u1", json!({"n": 1}))).await.unwrap();
+    let r = s
+        .insert(Record::new("user", "u1", json!({"n": 1})))
+        .await
+        .unwrap();
     let mut a = r.clone();
     a.data = json!({"n": 2});
     let a = s.update(a).await.unwrap();
@@ -52,16 +79,27 @@ pub async fn update_is_compare_and_swap(s: DynStore) {
     stale.data = json!({"n": 99});
     let e = s.update(stale).await.unwrap_err();
     assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
-    assert_eq!(s.get("user", "u1", NOW).await.unwrap().unwrap().data, json!({"n": 2}));
+    assert_eq!(
+        s.get("user", "u1", NOW).await.unwrap().unwrap().data,
+        json!({"n": 2})
+    );
     let mut gone = Record::new("user", "missing", json!({}));
     gone.version = 1;
-    assert!(matches!(s.update(gone).await.unwrap_err(), StoreError::NotFound { .. }));
+    assert!(matches!(
+        s.update(gone).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
 }
 
 /// An update cannot take another record's key.
 pub async fn update_key_conflict(s: DynStore) {
-    s.insert(Record::new("user", "u1", json!({})).with_key("a")).await.unwrap();
-    let b = s.insert(Record::new("user", "u2", json!({})).with_key("b")).await.unwrap();
+    s.insert(Record::new("user", "u1", json!({})).with_key("a"))
+        .await
+        .unwrap();
+    let b = s
+        .insert(Record::new("user", "u2", json!({})).with_key("b"))
+        .await
+        .unwrap();
     let e = s.update(b.clone().with_key("a")).await.unwrap_err();
     assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
     let moved = s.update(b.with_key("c")).await.unwrap();
@@ -72,7 +110,9 @@ pub async fn update_key_conflict(s: DynStore) {
 
 /// Concurrent read-modify-write with retry loses no increment.
 pub async fn concurrent_increments_are_not_lost(s: DynStore) {
-    s.insert(Record::new("counter", "c", json!({"n": 0}))).await.unwrap();
+    s.insert(Record::new("counter", "c", json!({"n": 0})))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let s = s.clone();
@@ -111,11 +151,15 @@ pub async fn delete_with_version(s: DynStore) {
 
 /// `take` hands a record to exactly one of many concurrent callers.
 pub async fn take_is_one_shot(s: DynStore) {
-    s.insert(Record::new("code", "c1", json!({"v": 1}))).await.unwrap();
+    s.insert(Record::new("code", "c1", json!({"v": 1})))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..12 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.take("code", "c1", NOW).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { s.take("code", "c1", NOW).await.unwrap() },
+        ));
     }
     let mut winners = 0;
     for t in tasks {
@@ -130,14 +174,24 @@ pub async fn take_is_one_shot(s: DynStore) {
 
 /// Expired records are invisible, cannot be taken, and are purged.
 pub async fn expiry(s: DynStore) {
-    s.insert(Record::new("code", "old", json!({})).with_key("ko").with_expiry(NOW - 1)).await.unwrap();
-    s.insert(Record::new("code", "new", json!({})).with_expiry(NOW + 60)).await.unwrap();
+    s.insert(
+        Record::new("code", "old", json!({}))
+            .with_key("ko")
+            .with_expiry(NOW - 1),
+    )
+    .await
+    .unwrap();
+    s.insert(Record::new("code", "new", json!({})).with_expiry(NOW + 60))
+        .await
+        .unwrap();
     assert!(s.get("code", "old", NOW).await.unwrap().is_none());
     assert!(s.get_by_key("code", "ko", NOW).await.unwrap().is_none());
     assert!(s.get("code", "new", NOW).await.unwrap().is_some());
     assert_eq!(s.list("code", None, 10, NOW).await.unwrap().len(), 1);
     assert!(s.take("code", "old", NOW).await.unwrap().is_none());
-    s.insert(Record::new("code", "old2", json!({})).with_expiry(NOW - 5)).await.unwrap();
+    s.insert(Record::new("code", "old2", json!({})).with_expiry(NOW - 5))
+        .await
+        .unwrap();
     assert_eq!(s.purge_expired(NOW).await.unwrap(), 1);
     assert!(s.get("code", "new", NOW).await.unwrap().is_some());
 }
@@ -145,7 +199,9 @@ pub async fn expiry(s: DynStore) {
 /// Lists come in id order, page by page.
 pub async fn list_pages_in_id_order(s: DynStore) {
     for i in (0..25).rev() {
-        s.insert(Record::new("user", format!("u{i:03}"), json!({"i": i}))).await.unwrap();
+        s.insert(Record::new("user", format!("u{i:03}"), json!({"i": i})))
+            .await
+            .unwrap();
     }
     s.insert(Record::new("group", "g", json!({}))).await.unwrap();
     let mut seen = Vec::new();
@@ -175,7 +231,13 @@ pub async fn logs(s: DynStore) {
     assert_eq!(seqs.len(), 3);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let signins = s.read_log("signin", None, 10).await.unwrap();
-    assert_eq!(signins.iter().map(|e| e.data["n"].as_i64().unwrap()).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(
+        signins
+            .iter()
+            .map(|e| e.data["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![3, 1]
+    );
     assert_eq!(signins[0].at, NOW + 1);
     let older = s.read_log("signin", Some(signins[0].seq), 10).await.unwrap();
     assert_eq!(older.len(), 1);

@@ -68,7 +68,14 @@ pub struct Record {
 impl Record {
     /// A new record (version 0 until inserted).
     pub fn new(kind: &str, id: impl Into<String>, data: Value) -> Self {
-        Self { kind: kind.to_owned(), id: id.into(), key: None, version: 0, expires_at: None, data }
+        Self {
+            kind: kind.to_owned(),
+            id: id.into(),
+            key: None,
+            version: 0,
+            expires_at: None,
+            data,
+        }
     }
 
     /// Sets the unique secondary key.
@@ -126,7 +133,8 @@ pub trait Store: Send + Sync + Debug {
     async fn get_by_key(&self, kind: &str, key: &str, now: i64) -> StoreResult<Option<Record>>;
 
     /// Lists records of a kind in id order, starting after `after`, at most `limit`.
-    async fn list(&self, kind: &str, after: Option<&str>, limit: usize, now: i64) -> StoreResult<Vec<Record>>;
+    async fn list(&self, kind: &str, after: Option<&str>, limit: usize, now: i64)
+    -> StoreResult<Vec<Record>>;
 
     /// Inserts a new record; `Conflict` if the id or key is taken. Returns it with version 1.
     async fn insert(&self, record: Record) -> StoreResult<Record>;

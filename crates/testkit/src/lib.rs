@@ -1,7 +1,12 @@
 //! Test harness: starts a real usher server (TLS, real store) on an ephemeral loopback port with a
 //! fresh database, and gives HTTPS clients that trust only its CA.
 #![warn(missing_docs)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: failures should stop the test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: failures should stop the test"
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,10 +50,22 @@ pub struct TestServer {
 /// Opens the store for a backend.
 pub async fn open_store(backend: Backend, data_dir: &std::path::Path) -> (Arc<dyn Store>, Option<String>) {
     match backend {
-        Backend::Sqlite => (Arc::new(usher_store_sqlite::SqliteStore::open(&data_dir.join("usher.db")).await.unwrap()), None),
+        Backend::Sqlite => (
+            Arc::new(
+                usher_store_sqlite::SqliteStore::open(&data_dir.join("usher.db"))
+                    .await
+                    .unwrap(),
+            ),
+            None,
+        ),
         Backend::Postgres => {
-            let url = usher_store_postgres::testing::fresh_database().await.unwrap_or_else(|e| panic!("{e}"));
-            (Arc::new(usher_store_postgres::PostgresStore::connect(&url).await.unwrap()), Some(url))
+            let url = usher_store_postgres::testing::fresh_database()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            (
+                Arc::new(usher_store_postgres::PostgresStore::connect(&url).await.unwrap()),
+                Some(url),
+            )
         }
     }
 }
@@ -103,7 +120,13 @@ impl TestServer {
 
     /// Posts a form to the token endpoint; returns (status, body).
     pub async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
-        let r = self.client().post(self.token_url()).form(form).send().await.unwrap();
+        let r = self
+            .client()
+            .post(self.token_url())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap())
     }
@@ -146,7 +169,14 @@ impl TestServer {
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
     }
 
     /// Creates a user as the administrator; returns its object id.
@@ -173,7 +203,14 @@ impl TestServer {
         let (status, app) = self.api("POST", "/v1.0/applications", &admin, Some(body)).await;
         assert_eq!(status, 201, "{app}");
         let app_id = app["appId"].as_str().unwrap().to_owned();
-        let (status, sp) = self.api("POST", "/v1.0/servicePrincipals", &admin, Some(json!({"appId": app_id}))).await;
+        let (status, sp) = self
+            .api(
+                "POST",
+                "/v1.0/servicePrincipals",
+                &admin,
+                Some(json!({"appId": app_id})),
+            )
+            .await;
         assert_eq!(status, 201, "{sp}");
         (app_id, app["id"].as_str().unwrap().to_owned())
     }
@@ -182,7 +219,12 @@ impl TestServer {
     pub async fn add_secret(&self, app_object_id: &str) -> String {
         let admin = self.admin_token().await;
         let (status, body) = self
-            .api("POST", &format!("/v1.0/applications/{app_object_id}/addPassword"), &admin, Some(json!({"passwordCredential": {"displayName": "test"}})))
+            .api(
+                "POST",
+                &format!("/v1.0/applications/{app_object_id}/addPassword"),
+                &admin,
+                Some(json!({"passwordCredential": {"displayName": "test"}})),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["secretText"].as_str().unwrap().to_owned()

@@ -32,7 +32,9 @@ pub(crate) const CODE_LIFETIME_SECS: i64 = 300;
 
 /// Whether a PKCE verifier is well formed (RFC 7636 §4.1).
 fn verifier_is_well_formed(v: &str) -> bool {
-    (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 /// The S256 challenge of a verifier.
@@ -41,7 +43,13 @@ pub fn s256(verifier: &str) -> String {
 }
 
 fn pkce_failed(detail: &str) -> IdpError {
-    IdpError::new("invalid_grant", 501481, format!("The code_verifier does not match the code_challenge supplied in the authorization request: {detail}."))
+    IdpError::new(
+        "invalid_grant",
+        501481,
+        format!(
+            "The code_verifier does not match the code_challenge supplied in the authorization request: {detail}."
+        ),
+    )
 }
 
 impl Idp {
@@ -53,19 +61,36 @@ impl Idp {
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticate_client(creds).await?;
         attempt.app_name.clone_from(&client.display_name);
-        let code = req.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| IdpError::missing("code"))?;
-        let redirect_uri = req.redirect_uri.as_deref().ok_or_else(|| IdpError::missing("redirect_uri"))?;
+        let code = req
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| IdpError::missing("code"))?;
+        let redirect_uri = req
+            .redirect_uri
+            .as_deref()
+            .ok_or_else(|| IdpError::missing("redirect_uri"))?;
         let store = self.directory().store();
         let rec = store
             .get(kinds::AUTH_CODE, &usher_crypto::secret::digest(code), self.now())
             .await?
-            .ok_or_else(|| IdpError::new("invalid_grant", 70008, "The provided authorization code has expired or is not valid."))?;
+            .ok_or_else(|| {
+                IdpError::new(
+                    "invalid_grant",
+                    70008,
+                    "The provided authorization code has expired or is not valid.",
+                )
+            })?;
         let mut stored: StoredCode = rec.decode()?;
         attempt.user_id.clone_from(&stored.user_id);
         attempt.methods = stored.amr.clone();
         if stored.used {
             self.revoke_family(&stored.family_id).await?;
-            return Err(IdpError::new("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed; the tokens it produced have been revoked."));
+            return Err(IdpError::new(
+                "invalid_grant",
+                54005,
+                "OAuth2 Authorization code was already redeemed; the tokens it produced have been revoked.",
+            ));
         }
         stored.used = true;
         let mut used = rec.clone();
@@ -74,32 +99,67 @@ impl Idp {
             Ok(_) => {}
             Err(StoreError::Conflict { .. }) => {
                 self.revoke_family(&stored.family_id).await?;
-                return Err(IdpError::new("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed."));
+                return Err(IdpError::new(
+                    "invalid_grant",
+                    54005,
+                    "OAuth2 Authorization code was already redeemed.",
+                ));
             }
             Err(e) => return Err(e.into()),
         }
         if stored.client_id != client.app_id {
-            return Err(IdpError::new("invalid_grant", 70000, "The authorization code was issued to a different client."));
+            return Err(IdpError::new(
+                "invalid_grant",
+                70000,
+                "The authorization code was issued to a different client.",
+            ));
         }
         if stored.redirect_uri != redirect_uri {
-            return Err(IdpError::new("invalid_grant", 50011, format!("The redirect URI '{redirect_uri}' does not match the one of the authorization request.")));
+            return Err(IdpError::new(
+                "invalid_grant",
+                50011,
+                format!(
+                    "The redirect URI '{redirect_uri}' does not match the one of the authorization request."
+                ),
+            ));
         }
-        let verifier = req.code_verifier.as_deref().ok_or_else(|| pkce_failed("the code_verifier parameter is missing"))?;
+        let verifier = req
+            .code_verifier
+            .as_deref()
+            .ok_or_else(|| pkce_failed("the code_verifier parameter is missing"))?;
         if !verifier_is_well_formed(verifier) {
-            return Err(pkce_failed("the code_verifier is not 43-128 characters of [A-Za-z0-9-._~]"));
+            return Err(pkce_failed(
+                "the code_verifier is not 43-128 characters of [A-Za-z0-9-._~]",
+            ));
         }
         if !usher_crypto::secret::ct_eq(&s256(verifier), &stored.code_challenge) {
             return Err(pkce_failed("the S256 hash of the code_verifier differs"));
         }
-        let user = self.directory().get_user(&stored.user_id).await.map_err(|_| IdpError::bad_credentials())?;
+        let user = self
+            .directory()
+            .get_user(&stored.user_id)
+            .await
+            .map_err(|_| IdpError::bad_credentials())?;
         attempt.upn.clone_from(&user.user_principal_name);
         if !user.account_enabled {
             return Err(IdpError::disabled());
         }
         let scopes = ScopeRequest::parse(&stored.scope)?;
-        let signin = UserSignIn { user, amr: stored.amr.clone(), auth_time: stored.auth_time, nonce: stored.nonce.clone() };
+        let signin = UserSignIn {
+            user,
+            amr: stored.amr.clone(),
+            auth_time: stored.auth_time,
+            nonce: stored.nonce.clone(),
+        };
         let (resp, resource) = self
-            .user_tokens(&signin, &client, &scopes, &stored.scope, method.acr(), Some(stored.family_id.clone()))
+            .user_tokens(
+                &signin,
+                &client,
+                &scopes,
+                &stored.scope,
+                method.acr(),
+                Some(stored.family_id.clone()),
+            )
             .await?;
         attempt.resource = resource.audience(self).to_owned();
         Ok(resp)
@@ -111,8 +171,13 @@ mod tests {
     #[test]
     fn s256_and_verifier_format() {
         // Expected value computed independently with Python: base64url(sha256(verifier)) unpadded.
-        assert_eq!(super::s256("dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"), "S_iRQohY0oHGj-BZEA8yOOUYfv7Bpal32QqYbeMRMeM");
-        assert!(super::verifier_is_well_formed("dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"));
+        assert_eq!(
+            super::s256("dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"),
+            "S_iRQohY0oHGj-BZEA8yOOUYfv7Bpal32QqYbeMRMeM"
+        );
+        assert!(super::verifier_is_well_formed(
+            "dBjftJeZ4CVP-mJ0kzsUmDTGnYD2Zq-IyWy1WVhzUh8"
+        ));
         assert!(!super::verifier_is_well_formed("short"));
         assert!(!super::verifier_is_well_formed(&"a b".repeat(20)));
     }

@@ -36,12 +36,20 @@ pub(crate) struct StoredDevice {
 
 /// Normalises a typed user code: upper case, letters only.
 pub fn normalize_user_code(s: &str) -> String {
-    s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
 }
 
 impl Idp {
     /// Starts a device flow for a public client.
-    pub async fn device_authorization(&self, tenant: &str, client_id: &str, scope: &str) -> IdpResult<DeviceAuthorization> {
+    pub async fn device_authorization(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> IdpResult<DeviceAuthorization> {
         self.resolve_tenant(tenant)?;
         if client_id.is_empty() {
             return Err(IdpError::missing("client_id"));
@@ -67,20 +75,30 @@ impl Idp {
         let stored = StoredDevice {
             client_id: client.app_id.clone(),
             client_name: client.display_name.clone(),
-            scope: if scope.trim().is_empty() { "openid profile offline_access".into() } else { scope.to_owned() },
+            scope: if scope.trim().is_empty() {
+                "openid profile offline_access".into()
+            } else {
+                scope.to_owned()
+            },
             status: "pending".into(),
             user_id: None,
             amr: vec![],
             auth_time: 0,
         };
-        let rec = Record::from_value(kinds::DEVICE_CODE, usher_crypto::secret::digest(&device_code), &stored)?
-            .with_key(user_code.clone())
-            .with_expiry(now + DEVICE_LIFETIME_SECS);
+        let rec = Record::from_value(
+            kinds::DEVICE_CODE,
+            usher_crypto::secret::digest(&device_code),
+            &stored,
+        )?
+        .with_key(user_code.clone())
+        .with_expiry(now + DEVICE_LIFETIME_SECS);
         self.directory().store().insert(rec).await?;
         let display = format!("{}-{}", &user_code[..4], &user_code[4..]);
         let uri = format!("{}/devicelogin", self.public_url());
         Ok(DeviceCodeResponse {
-            message: format!("To sign in, use a web browser to open the page {uri} and enter the code {display} to authenticate."),
+            message: format!(
+                "To sign in, use a web browser to open the page {uri} and enter the code {display} to authenticate."
+            ),
             user_code: display,
             device_code,
             verification_uri: uri,
@@ -92,7 +110,11 @@ impl Idp {
     /// The pending device request a typed user code names: (record id, client display name).
     pub async fn find_device_request(&self, user_code: &str) -> IdpResult<Option<(String, String)>> {
         let code = normalize_user_code(user_code);
-        let rec = self.directory().store().get_by_key(kinds::DEVICE_CODE, &code, self.now()).await?;
+        let rec = self
+            .directory()
+            .store()
+            .get_by_key(kinds::DEVICE_CODE, &code, self.now())
+            .await?;
         match rec {
             Some(r) => {
                 let d: StoredDevice = r.decode()?;
@@ -103,16 +125,31 @@ impl Idp {
     }
 
     /// Marks a device request approved by a signed-in user.
-    pub(crate) async fn approve_device(&self, record_id: &str, user_id: &str, amr: &[String]) -> IdpResult<()> {
+    pub(crate) async fn approve_device(
+        &self,
+        record_id: &str,
+        user_id: &str,
+        amr: &[String],
+    ) -> IdpResult<()> {
         let store = self.directory().store();
         let now = self.now();
         let mut rec = store
             .get(kinds::DEVICE_CODE, record_id, now)
             .await?
-            .ok_or_else(|| IdpError::new("expired_token", 70019, "The device code has expired; start the sign-in again."))?;
+            .ok_or_else(|| {
+                IdpError::new(
+                    "expired_token",
+                    70019,
+                    "The device code has expired; start the sign-in again.",
+                )
+            })?;
         let mut d: StoredDevice = rec.decode()?;
         if d.status != "pending" {
-            return Err(IdpError::new("invalid_grant", 70000, "This code has been used already."));
+            return Err(IdpError::new(
+                "invalid_grant",
+                70000,
+                "This code has been used already.",
+            ));
         }
         d.status = "approved".into();
         d.user_id = Some(user_id.to_owned());
@@ -131,14 +168,31 @@ impl Idp {
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticate_client(creds).await?;
         attempt.app_name.clone_from(&client.display_name);
-        let code = req.device_code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| IdpError::missing("device_code"))?;
+        let code = req
+            .device_code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| IdpError::missing("device_code"))?;
         let id = usher_crypto::secret::digest(code);
         let store = self.directory().store();
-        let expired = || IdpError::new("expired_token", 70019, "Verification code expired; start the sign-in again.");
-        let rec = store.get(kinds::DEVICE_CODE, &id, self.now()).await?.ok_or_else(expired)?;
+        let expired = || {
+            IdpError::new(
+                "expired_token",
+                70019,
+                "Verification code expired; start the sign-in again.",
+            )
+        };
+        let rec = store
+            .get(kinds::DEVICE_CODE, &id, self.now())
+            .await?
+            .ok_or_else(expired)?;
         let d: StoredDevice = rec.decode()?;
         if d.client_id != client.app_id {
-            return Err(IdpError::new("invalid_grant", 70000, "The device code was issued to a different client."));
+            return Err(IdpError::new(
+                "invalid_grant",
+                70000,
+                "The device code was issued to a different client.",
+            ));
         }
         match d.status.as_str() {
             "pending" => {
@@ -148,23 +202,43 @@ impl Idp {
                     "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
                 ));
             }
-            "declined" => return Err(IdpError::new("authorization_declined", 70000, "The user declined the sign-in.")),
+            "declined" => {
+                return Err(IdpError::new(
+                    "authorization_declined",
+                    70000,
+                    "The user declined the sign-in.",
+                ));
+            }
             _ => {}
         }
         // One-shot: whoever takes the approved code gets the tokens.
-        let taken = store.take(kinds::DEVICE_CODE, &id, self.now()).await?.ok_or_else(expired)?;
+        let taken = store
+            .take(kinds::DEVICE_CODE, &id, self.now())
+            .await?
+            .ok_or_else(expired)?;
         let d: StoredDevice = taken.decode()?;
         let user_id = d.user_id.clone().ok_or_else(IdpError::server_error)?;
         attempt.user_id.clone_from(&user_id);
         attempt.methods = d.amr.clone();
-        let user = self.directory().get_user(&user_id).await.map_err(|_| IdpError::bad_credentials())?;
+        let user = self
+            .directory()
+            .get_user(&user_id)
+            .await
+            .map_err(|_| IdpError::bad_credentials())?;
         attempt.upn.clone_from(&user.user_principal_name);
         if !user.account_enabled {
             return Err(IdpError::disabled());
         }
         let scopes = ScopeRequest::parse(&d.scope)?;
-        let signin = UserSignIn { user, amr: d.amr.clone(), auth_time: d.auth_time, nonce: None };
-        let (resp, resource) = self.user_tokens(&signin, &client, &scopes, &d.scope, method.acr(), None).await?;
+        let signin = UserSignIn {
+            user,
+            amr: d.amr.clone(),
+            auth_time: d.auth_time,
+            nonce: None,
+        };
+        let (resp, resource) = self
+            .user_tokens(&signin, &client, &scopes, &d.scope, method.acr(), None)
+            .await?;
         attempt.resource = resource.audience(self).to_owned();
         Ok(resp)
     }

@@ -36,7 +36,10 @@ impl Idp {
         basic: Option<(String, String)>,
         meta: &RequestMeta,
     ) -> IdpResult<TokenResponse> {
-        let mut attempt = Attempt { app_id: req.client_id.clone().unwrap_or_default(), ..Default::default() };
+        let mut attempt = Attempt {
+            app_id: req.client_id.clone().unwrap_or_default(),
+            ..Default::default()
+        };
         let grant = req.grant_type.clone();
         let result = self.dispatch(tenant, req, basic, meta, &mut attempt).await;
         let (code, reason) = match &result {
@@ -70,8 +73,17 @@ impl Idp {
     ) -> IdpResult<TokenResponse> {
         self.resolve_tenant(tenant)?;
         let (basic_id, basic_secret) = basic.map_or((None, None), |(i, s)| (Some(i), Some(s)));
-        if basic_id.is_some() && req.client_id.as_deref().is_some_and(|c| Some(c) != basic_id.as_deref()) {
-            return Err(IdpError::new("invalid_request", 900144, "client_id in the body differs from the HTTP Basic client id."));
+        if basic_id.is_some()
+            && req
+                .client_id
+                .as_deref()
+                .is_some_and(|c| Some(c) != basic_id.as_deref())
+        {
+            return Err(IdpError::new(
+                "invalid_request",
+                900144,
+                "client_id in the body differs from the HTTP Basic client id.",
+            ));
         }
         let creds = ClientCredentials {
             client_id: req.client_id.clone().or(basic_id),

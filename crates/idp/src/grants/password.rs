@@ -20,21 +20,33 @@ impl Idp {
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticate_client(creds).await?;
         attempt.app_name.clone_from(&client.display_name);
-        if method != ClientAuthMethod::None || !client.is_public() || !self.tenant().allow_public_client_flows {
+        if method != ClientAuthMethod::None || !client.is_public() || !self.tenant().allow_public_client_flows
+        {
             return Err(IdpError::new(
                 "invalid_client",
                 7000218,
                 "The password grant is allowed only for public clients with public client flows enabled (the first-party CLI).",
             ));
         }
-        let username = req.username.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| IdpError::missing("username"))?;
-        let password = req.password.as_deref().ok_or_else(|| IdpError::missing("password"))?;
+        let username = req
+            .username
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| IdpError::missing("username"))?;
+        let password = req
+            .password
+            .as_deref()
+            .ok_or_else(|| IdpError::missing("password"))?;
         attempt.upn = username.to_owned();
         if matches!(tenant.to_ascii_lowercase().as_str(), "common" | "organizations") {
             let domain = username.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-            self.resolve_tenant(domain).map_err(|_| IdpError::bad_credentials())?;
+            self.resolve_tenant(domain)
+                .map_err(|_| IdpError::bad_credentials())?;
         }
-        let scope_string = req.scope.clone().unwrap_or_else(|| "openid profile offline_access".into());
+        let scope_string = req
+            .scope
+            .clone()
+            .unwrap_or_else(|| "openid profile offline_access".into());
         let scopes = ScopeRequest::parse(&scope_string)?;
         attempt.methods.push("password".into());
         let user = match self.directory().check_password(username, password).await? {
@@ -47,7 +59,10 @@ impl Idp {
             }
             PasswordCheck::MustChange(u) => {
                 attempt.user_id.clone_from(&u.id);
-                return Err(IdpError::password_expired(&format!("{}/changepassword", self.public_url())));
+                return Err(IdpError::password_expired(&format!(
+                    "{}/changepassword",
+                    self.public_url()
+                )));
             }
         };
         attempt.user_id.clone_from(&user.id);
@@ -56,8 +71,15 @@ impl Idp {
             return Err(IdpError::mfa_required());
         }
         let now = self.now();
-        let signin = UserSignIn { user: *user, amr: vec!["pwd".into()], auth_time: now, nonce: None };
-        let (resp, resource) = self.user_tokens(&signin, &client, &scopes, &scope_string, method.acr(), None).await?;
+        let signin = UserSignIn {
+            user: *user,
+            amr: vec!["pwd".into()],
+            auth_time: now,
+            nonce: None,
+        };
+        let (resp, resource) = self
+            .user_tokens(&signin, &client, &scopes, &scope_string, method.acr(), None)
+            .await?;
         attempt.resource = resource.audience(self).to_owned();
         Ok(resp)
     }

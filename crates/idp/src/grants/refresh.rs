@@ -15,7 +15,9 @@ impl Idp {
     pub(crate) async fn revoke_family(&self, family_id: &str) -> IdpResult<()> {
         let store = self.directory().store();
         for _ in 0..20 {
-            let Some(mut rec) = store.get(kinds::REFRESH_FAMILY, family_id, self.now()).await? else { return Ok(()) };
+            let Some(mut rec) = store.get(kinds::REFRESH_FAMILY, family_id, self.now()).await? else {
+                return Ok(());
+            };
             let mut fam: Family = rec.decode()?;
             if fam.revoked {
                 return Ok(());
@@ -24,7 +26,11 @@ impl Idp {
             rec.data = serde_json::to_value(&fam).map_err(|_| IdpError::server_error())?;
             match store.update(rec).await {
                 Ok(_) => {
-                    tracing::warn!(family_id, user_id = fam.user_id, "refresh token reused: family revoked");
+                    tracing::warn!(
+                        family_id,
+                        user_id = fam.user_id,
+                        "refresh token reused: family revoked"
+                    );
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -35,7 +41,11 @@ impl Idp {
     }
 
     pub(crate) async fn family_is_live(&self, family_id: &str) -> IdpResult<bool> {
-        let rec = self.directory().store().get(kinds::REFRESH_FAMILY, family_id, self.now()).await?;
+        let rec = self
+            .directory()
+            .store()
+            .get(kinds::REFRESH_FAMILY, family_id, self.now())
+            .await?;
         Ok(match rec {
             Some(r) => !r.decode::<Family>()?.revoked,
             None => false,
@@ -51,14 +61,25 @@ impl Idp {
         let (client, method) = self.authenticate_client(creds).await?;
         attempt.app_name.clone_from(&client.display_name);
         attempt.methods.push("refreshToken".into());
-        let token = req.refresh_token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| IdpError::missing("refresh_token"))?;
+        let token = req
+            .refresh_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| IdpError::missing("refresh_token"))?;
         let store = self.directory().store();
         let id = usher_crypto::secret::digest(token);
-        let rec = store.get(kinds::REFRESH_TOKEN, &id, self.now()).await?.ok_or_else(IdpError::refresh_expired)?;
+        let rec = store
+            .get(kinds::REFRESH_TOKEN, &id, self.now())
+            .await?
+            .ok_or_else(IdpError::refresh_expired)?;
         let mut stored: StoredRefresh = rec.decode()?;
         attempt.user_id.clone_from(&stored.user_id);
         if stored.client_id != client.app_id {
-            return Err(IdpError::new("invalid_grant", 70000, "The refresh token was issued to a different client."));
+            return Err(IdpError::new(
+                "invalid_grant",
+                70000,
+                "The refresh token was issued to a different client.",
+            ));
         }
         if stored.used {
             self.revoke_family(&stored.family_id).await?;
@@ -88,13 +109,29 @@ impl Idp {
         if !user.account_enabled {
             return Err(IdpError::disabled());
         }
-        let scope_string = req.scope.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| stored.scope.clone());
+        let scope_string = req
+            .scope
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| stored.scope.clone());
         let mut scopes = ScopeRequest::parse(&scope_string)?;
         // The new token stays in the family, so keep offline access.
         scopes.oidc.insert("offline_access".into());
-        let signin = UserSignIn { user, amr: stored.amr.clone(), auth_time: stored.auth_time, nonce: None };
+        let signin = UserSignIn {
+            user,
+            amr: stored.amr.clone(),
+            auth_time: stored.auth_time,
+            nonce: None,
+        };
         let (resp, resource) = self
-            .user_tokens(&signin, &client, &scopes, &scope_string, method.acr(), Some(stored.family_id.clone()))
+            .user_tokens(
+                &signin,
+                &client,
+                &scopes,
+                &scope_string,
+                method.acr(),
+                Some(stored.family_id.clone()),
+            )
             .await?;
         attempt.resource = resource.audience(self).to_owned();
         Ok(resp)

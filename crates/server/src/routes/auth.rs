@@ -31,16 +31,24 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::Unauthenticated("The Authorization header must be a Bearer token.".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthenticated("The Authorization header must be a Bearer token.".into())
+            })?;
         let public = state.idp.public_url().to_owned();
         let audiences = vec![public.clone(), format!("{public}/")];
         let claims = state
             .idp
             .validate_access_token(token.trim(), &audiences)
             .map_err(|e| ApiError::Unauthenticated(format!("Access token validation failure: {e}.")))?;
-        let oid = claims.get("oid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let oid = claims
+            .get("oid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if oid.is_empty() {
-            return Err(ApiError::Unauthenticated("Access token validation failure: the token has no oid.".into()));
+            return Err(ApiError::Unauthenticated(
+                "Access token validation failure: the token has no oid.".into(),
+            ));
         }
         Ok(Caller {
             oid,

@@ -27,7 +27,8 @@ const APP_ADMINS: &[&str] = &[GLOBAL_ADMIN_ROLE, CLOUD_APP_ADMIN_ROLE];
 type Q = Query<HashMap<String, String>>;
 
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("The request body is not valid: {e}.")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid: {e}.")))
 }
 
 fn ctx(state: &AppState, what: &str) -> String {
@@ -42,23 +43,33 @@ enum Filter {
 }
 
 fn parse_filter(q: &HashMap<String, String>) -> Result<Option<Filter>, ApiError> {
-    let Some(raw) = q.get("$filter") else { return Ok(None) };
+    let Some(raw) = q.get("$filter") else {
+        return Ok(None);
+    };
     let f = raw.trim();
     let unquote = |v: &str| -> Result<String, ApiError> {
         let v = v.trim();
         v.strip_prefix('\'')
             .and_then(|v| v.strip_suffix('\''))
             .map(|v| v.replace("''", "'"))
-            .ok_or_else(|| ApiError::BadRequest(format!("Invalid filter clause: `{raw}`; values must be in single quotes.")))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Invalid filter clause: `{raw}`; values must be in single quotes."
+                ))
+            })
     };
     if let Some(inner) = f.strip_prefix("startswith(").and_then(|r| r.strip_suffix(')')) {
-        let (prop, value) = inner.split_once(',').ok_or_else(|| ApiError::BadRequest(format!("Invalid filter clause: `{raw}`.")))?;
+        let (prop, value) = inner
+            .split_once(',')
+            .ok_or_else(|| ApiError::BadRequest(format!("Invalid filter clause: `{raw}`.")))?;
         return Ok(Some(Filter::StartsWith(prop.trim().to_owned(), unquote(value)?)));
     }
     if let Some((prop, value)) = f.split_once(" eq ") {
         return Ok(Some(Filter::Eq(prop.trim().to_owned(), unquote(value)?)));
     }
-    Err(ApiError::BadRequest(format!("Unsupported filter `{raw}`: use `property eq 'value'` or `startswith(property,'value')`.")))
+    Err(ApiError::BadRequest(format!(
+        "Unsupported filter `{raw}`: use `property eq 'value'` or `startswith(property,'value')`."
+    )))
 }
 
 fn filter_matches(f: &Option<Filter>, obj: &Value, allowed: &[&str]) -> Result<bool, ApiError> {
@@ -68,21 +79,40 @@ fn filter_matches(f: &Option<Filter>, obj: &Value, allowed: &[&str]) -> Result<b
         Filter::StartsWith(p, v) => (p, v, true),
     };
     if !allowed.contains(&prop.as_str()) {
-        return Err(ApiError::BadRequest(format!("Filtering on `{prop}` is not supported; use one of {}.", allowed.join(", "))));
+        return Err(ApiError::BadRequest(format!(
+            "Filtering on `{prop}` is not supported; use one of {}.",
+            allowed.join(", ")
+        )));
     }
-    let actual = obj.get(prop.as_str()).and_then(Value::as_str).unwrap_or_default().to_lowercase();
+    let actual = obj
+        .get(prop.as_str())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
     let wanted = value.to_lowercase();
-    Ok(if starts { actual.starts_with(&wanted) } else { actual == wanted })
+    Ok(if starts {
+        actual.starts_with(&wanted)
+    } else {
+        actual == wanted
+    })
 }
 
 fn top(q: &HashMap<String, String>) -> Result<usize, ApiError> {
     match q.get("$top") {
-        Some(t) => t.parse::<usize>().ok().filter(|n| (1..=999).contains(n)).ok_or_else(|| ApiError::BadRequest("$top must be 1-999.".into())),
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=999).contains(n))
+            .ok_or_else(|| ApiError::BadRequest("$top must be 1-999.".into())),
         None => Ok(999),
     }
 }
 
-fn filtered(items: Vec<Value>, q: &HashMap<String, String>, allowed: &[&str]) -> Result<Vec<Value>, ApiError> {
+fn filtered(
+    items: Vec<Value>,
+    q: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<Vec<Value>, ApiError> {
     let f = parse_filter(q)?;
     let search = q.get("$search").map(|s| s.trim_matches('"').to_owned());
     let limit = top(q)?;
@@ -92,8 +122,14 @@ fn filtered(items: Vec<Value>, q: &HashMap<String, String>, allowed: &[&str]) ->
             continue;
         }
         if let Some(s) = &search {
-            let (prop, term) = s.split_once(':').ok_or_else(|| ApiError::BadRequest("$search must be \"property:term\".".into()))?;
-            let v = item.get(prop).and_then(Value::as_str).unwrap_or_default().to_lowercase();
+            let (prop, term) = s
+                .split_once(':')
+                .ok_or_else(|| ApiError::BadRequest("$search must be \"property:term\".".into()))?;
+            let v = item
+                .get(prop)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase();
             if !v.contains(&term.to_lowercase()) {
                 continue;
             }
@@ -106,7 +142,14 @@ fn filtered(items: Vec<Value>, q: &HashMap<String, String>, allowed: &[&str]) ->
     Ok(out)
 }
 
-async fn audit(state: &AppState, caller: &Caller, activity: &str, category: &str, target: (&str, &str, &str), details: Value) -> Result<(), ApiError> {
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    activity: &str,
+    category: &str,
+    target: (&str, &str, &str),
+    details: Value,
+) -> Result<(), ApiError> {
     state
         .dir()
         .audit(AuditEvent {
@@ -126,22 +169,38 @@ async fn audit(state: &AppState, caller: &Caller, activity: &str, category: &str
 /// `GET /v1.0/me`.
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     if caller.is_app {
-        return Err(ApiError::BadRequest("/me is only valid with delegated authentication flows.".into()));
+        return Err(ApiError::BadRequest(
+            "/me is only valid with delegated authentication flows.".into(),
+        ));
     }
     Ok(Json(shape::user(&state.dir().get_user(&caller.oid).await?)))
 }
 
 /// `GET /v1.0/users`.
-pub async fn list_users(State(state): State<AppState>, _c: Caller, Query(q): Q) -> Result<Json<Value>, ApiError> {
+pub async fn list_users(
+    State(state): State<AppState>,
+    _c: Caller,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
     // An exact UPN filter is answered from the index, without listing everyone.
-    if let Some(Filter::Eq(prop, upn)) = parse_filter(&q)? {
-        if prop == "userPrincipalName" {
-            let found = state.dir().find_user_by_upn(&upn).await?;
-            return Ok(odata_list(&ctx(&state, "users"), found.iter().map(shape::user).collect()));
-        }
+    if let Some(Filter::Eq(prop, upn)) = parse_filter(&q)?
+        && prop == "userPrincipalName"
+    {
+        let found = state.dir().find_user_by_upn(&upn).await?;
+        return Ok(odata_list(
+            &ctx(&state, "users"),
+            found.iter().map(shape::user).collect(),
+        ));
     }
     let users: Vec<Value> = state.dir().list_users().await?.iter().map(shape::user).collect();
-    Ok(odata_list(&ctx(&state, "users"), filtered(users, &q, &["userPrincipalName", "displayName", "mailNickname", "id"])?))
+    Ok(odata_list(
+        &ctx(&state, "users"),
+        filtered(
+            users,
+            &q,
+            &["userPrincipalName", "displayName", "mailNickname", "id"],
+        )?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -163,7 +222,11 @@ struct CreateUserBody {
 }
 
 /// `POST /v1.0/users`.
-pub async fn create_user(State(state): State<AppState>, caller: Caller, bytes: Bytes) -> Result<Response, ApiError> {
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     caller.require_role(&state, USER_ADMINS, "creating users").await?;
     let b: CreateUserBody = body(&bytes)?;
     let missing = |f: &str| ApiError::BadRequest(format!("Property '{f}' is required."));
@@ -171,20 +234,36 @@ pub async fn create_user(State(state): State<AppState>, caller: Caller, bytes: B
     let user = state
         .dir()
         .create_user(NewUser {
-            user_principal_name: b.user_principal_name.ok_or_else(|| missing("userPrincipalName"))?,
+            user_principal_name: b
+                .user_principal_name
+                .ok_or_else(|| missing("userPrincipalName"))?,
             display_name: b.display_name.ok_or_else(|| missing("displayName"))?,
             mail_nickname: b.mail_nickname,
-            password: profile.password.ok_or_else(|| missing("passwordProfile.password"))?,
+            password: profile
+                .password
+                .ok_or_else(|| missing("passwordProfile.password"))?,
             force_change_password_next_sign_in: profile.force_change_password_next_sign_in.unwrap_or(true),
             account_enabled: b.account_enabled.unwrap_or(true),
         })
         .await?;
-    audit(&state, &caller, "Add user", "UserManagement", (&user.id, &user.user_principal_name, "User"), json!({})).await?;
+    audit(
+        &state,
+        &caller,
+        "Add user",
+        "UserManagement",
+        (&user.id, &user.user_principal_name, "User"),
+        json!({}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(shape::user(&user))).into_response())
 }
 
 /// `GET /v1.0/users/{id}`.
-pub async fn get_user(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_user(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::user(&state.dir().get_user(&id).await?)))
 }
 
@@ -197,7 +276,12 @@ struct UpdateUserBody {
 }
 
 /// `PATCH /v1.0/users/{id}`.
-pub async fn update_user(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<StatusCode, ApiError> {
     caller.require_role(&state, USER_ADMINS, "updating users").await?;
     let b: UpdateUserBody = body(&bytes)?;
     let (password, force) = match b.password_profile {
@@ -217,40 +301,87 @@ pub async fn update_user(State(state): State<AppState>, caller: Caller, Path(id)
         "passwordReset": password.is_some(),
         "forceChangePasswordNextSignIn": force,
     });
-    audit(&state, &caller, "Update user", "UserManagement", (&user.id, &user.user_principal_name, "User"), details).await?;
+    audit(
+        &state,
+        &caller,
+        "Update user",
+        "UserManagement",
+        (&user.id, &user.user_principal_name, "User"),
+        details,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /v1.0/users/{id}`.
-pub async fn delete_user(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     caller.require_role(&state, USER_ADMINS, "deleting users").await?;
     let user = state.dir().get_user(&id).await?;
     if user.id == caller.oid {
         return Err(ApiError::BadRequest("You cannot delete your own account.".into()));
     }
     state.dir().delete_user(&user.id).await?;
-    audit(&state, &caller, "Delete user", "UserManagement", (&user.id, &user.user_principal_name, "User"), json!({})).await?;
+    audit(
+        &state,
+        &caller,
+        "Delete user",
+        "UserManagement",
+        (&user.id, &user.user_principal_name, "User"),
+        json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /usher/users/{id}/unlock`.
-pub async fn unlock_user(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "unlocking users").await?;
+pub async fn unlock_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "unlocking users")
+        .await?;
     let user = state.dir().unlock_user(&id).await?;
-    audit(&state, &caller, "Unlock user", "UserManagement", (&user.id, &user.user_principal_name, "User"), json!({})).await?;
+    audit(
+        &state,
+        &caller,
+        "Unlock user",
+        "UserManagement",
+        (&user.id, &user.user_principal_name, "User"),
+        json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /beta/users/{id}/authentication/requirements`.
-pub async fn get_mfa(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "reading per-user MFA").await?;
+pub async fn get_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "reading per-user MFA")
+        .await?;
     let user = state.dir().get_user(&id).await?;
     Ok(Json(json!({"perUserMfaState": user.mfa_state})))
 }
 
 /// `PATCH /beta/users/{id}/authentication/requirements`.
-pub async fn set_mfa(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "changing per-user MFA").await?;
+pub async fn set_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "changing per-user MFA")
+        .await?;
     let b: Value = body(&bytes)?;
     let mfa: MfaState = b
         .get("perUserMfaState")
@@ -258,29 +389,73 @@ pub async fn set_mfa(State(state): State<AppState>, caller: Caller, Path(id): Pa
         .ok_or_else(|| ApiError::BadRequest("Property 'perUserMfaState' is required.".into()))?
         .parse()
         .map_err(ApiError::BadRequest)?;
-    let user = state.dir().update_user(&id, UserPatch { mfa_state: Some(mfa), ..Default::default() }).await?;
-    audit(&state, &caller, "Update per-user multifactor authentication state", "UserManagement", (&user.id, &user.user_principal_name, "User"), json!({"perUserMfaState": mfa})).await?;
+    let user = state
+        .dir()
+        .update_user(
+            &id,
+            UserPatch {
+                mfa_state: Some(mfa),
+                ..Default::default()
+            },
+        )
+        .await?;
+    audit(
+        &state,
+        &caller,
+        "Update per-user multifactor authentication state",
+        "UserManagement",
+        (&user.id, &user.user_principal_name, "User"),
+        json!({"perUserMfaState": mfa}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1.0/users/{id}/memberOf`.
-pub async fn user_member_of(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn user_member_of(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let user = state.dir().get_user(&id).await?;
     let groups = state.dir().member_of(&user.id).await?;
-    Ok(odata_list(&ctx(&state, "directoryObjects"), groups.iter().map(shape::group).collect()))
+    Ok(odata_list(
+        &ctx(&state, "directoryObjects"),
+        groups.iter().map(shape::group).collect(),
+    ))
 }
 
 /// `GET /v1.0/users/{id}/transitiveMemberOf`.
-pub async fn user_transitive_member_of(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn user_transitive_member_of(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let user = state.dir().get_user(&id).await?;
     let groups = state.dir().transitive_member_of(&user.id).await?;
-    Ok(odata_list(&ctx(&state, "directoryObjects"), groups.iter().map(shape::group).collect()))
+    Ok(odata_list(
+        &ctx(&state, "directoryObjects"),
+        groups.iter().map(shape::group).collect(),
+    ))
 }
 
 /// `GET /v1.0/groups`.
-pub async fn list_groups(State(state): State<AppState>, _c: Caller, Query(q): Q) -> Result<Json<Value>, ApiError> {
-    let groups: Vec<Value> = state.dir().list_groups().await?.iter().map(shape::group).collect();
-    Ok(odata_list(&ctx(&state, "groups"), filtered(groups, &q, &["displayName", "mailNickname", "id"])?))
+pub async fn list_groups(
+    State(state): State<AppState>,
+    _c: Caller,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let groups: Vec<Value> = state
+        .dir()
+        .list_groups()
+        .await?
+        .iter()
+        .map(shape::group)
+        .collect();
+    Ok(odata_list(
+        &ctx(&state, "groups"),
+        filtered(groups, &q, &["displayName", "mailNickname", "id"])?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -293,69 +468,169 @@ struct CreateGroupBody {
 }
 
 /// `POST /v1.0/groups`.
-pub async fn create_group(State(state): State<AppState>, caller: Caller, bytes: Bytes) -> Result<Response, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "creating groups").await?;
+pub async fn create_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "creating groups")
+        .await?;
     let b: CreateGroupBody = body(&bytes)?;
-    let name = b.display_name.ok_or_else(|| ApiError::BadRequest("Property 'displayName' is required.".into()))?;
+    let name = b
+        .display_name
+        .ok_or_else(|| ApiError::BadRequest("Property 'displayName' is required.".into()))?;
     let g = state
         .dir()
-        .create_group(&name, b.mail_nickname.as_deref(), b.description.as_deref(), b.security_enabled.unwrap_or(true))
+        .create_group(
+            &name,
+            b.mail_nickname.as_deref(),
+            b.description.as_deref(),
+            b.security_enabled.unwrap_or(true),
+        )
         .await?;
-    audit(&state, &caller, "Add group", "GroupManagement", (&g.id, &g.display_name, "Group"), json!({})).await?;
+    audit(
+        &state,
+        &caller,
+        "Add group",
+        "GroupManagement",
+        (&g.id, &g.display_name, "Group"),
+        json!({}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(shape::group(&g))).into_response())
 }
 
 /// `GET /v1.0/groups/{id}`.
-pub async fn get_group(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_group(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::group(&state.dir().get_group(&id).await?)))
 }
 
 /// `DELETE /v1.0/groups/{id}`.
-pub async fn delete_group(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "deleting groups").await?;
+pub async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "deleting groups")
+        .await?;
     let g = state.dir().delete_group(&id).await?;
-    audit(&state, &caller, "Delete group", "GroupManagement", (&g.id, &g.display_name, "Group"), json!({})).await?;
+    audit(
+        &state,
+        &caller,
+        "Delete group",
+        "GroupManagement",
+        (&g.id, &g.display_name, "Group"),
+        json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1.0/groups/{id}/members`.
-pub async fn group_members(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn group_members(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let m = state.dir().members(&id).await?;
-    Ok(odata_list(&ctx(&state, "directoryObjects"), m.iter().map(shape::object).collect()))
+    Ok(odata_list(
+        &ctx(&state, "directoryObjects"),
+        m.iter().map(shape::object).collect(),
+    ))
 }
 
 /// `GET /v1.0/groups/{id}/transitiveMembers`.
-pub async fn group_transitive_members(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn group_transitive_members(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let m = state.dir().transitive_members(&id).await?;
-    Ok(odata_list(&ctx(&state, "directoryObjects"), m.iter().map(shape::object).collect()))
+    Ok(odata_list(
+        &ctx(&state, "directoryObjects"),
+        m.iter().map(shape::object).collect(),
+    ))
 }
 
 /// `POST /v1.0/groups/{id}/members/$ref`.
-pub async fn add_member(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "changing group membership").await?;
+pub async fn add_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "changing group membership")
+        .await?;
     let b: Value = body(&bytes)?;
     let reference = b
         .get("@odata.id")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::BadRequest("Property '@odata.id' is required.".into()))?;
-    let member = reference.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_owned();
+    let member = reference
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let g = state.dir().add_member(&id, &member).await?;
-    audit(&state, &caller, "Add member to group", "GroupManagement", (&g.id, &g.display_name, "Group"), json!({"memberId": member})).await?;
+    audit(
+        &state,
+        &caller,
+        "Add member to group",
+        "GroupManagement",
+        (&g.id, &g.display_name, "Group"),
+        json!({"memberId": member}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /v1.0/groups/{id}/members/{member}/$ref`.
-pub async fn remove_member(State(state): State<AppState>, caller: Caller, Path((id, member)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, USER_ADMINS, "changing group membership").await?;
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, member)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, USER_ADMINS, "changing group membership")
+        .await?;
     let g = state.dir().remove_member(&id, &member).await?;
-    audit(&state, &caller, "Remove member from group", "GroupManagement", (&g.id, &g.display_name, "Group"), json!({"memberId": member})).await?;
+    audit(
+        &state,
+        &caller,
+        "Remove member from group",
+        "GroupManagement",
+        (&g.id, &g.display_name, "Group"),
+        json!({"memberId": member}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1.0/applications`.
-pub async fn list_apps(State(state): State<AppState>, _c: Caller, Query(q): Q) -> Result<Json<Value>, ApiError> {
-    let apps: Vec<Value> = state.dir().list_applications().await?.iter().map(shape::application).collect();
-    Ok(odata_list(&ctx(&state, "applications"), filtered(apps, &q, &["displayName", "appId", "id"])?))
+pub async fn list_apps(
+    State(state): State<AppState>,
+    _c: Caller,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let apps: Vec<Value> = state
+        .dir()
+        .list_applications()
+        .await?
+        .iter()
+        .map(shape::application)
+        .collect();
+    Ok(odata_list(
+        &ctx(&state, "applications"),
+        filtered(apps, &q, &["displayName", "appId", "id"])?,
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -380,44 +655,101 @@ struct CreateAppBody {
 }
 
 /// `POST /v1.0/applications`.
-pub async fn create_app(State(state): State<AppState>, caller: Caller, bytes: Bytes) -> Result<Response, ApiError> {
-    caller.require_role(&state, APP_ADMINS, "registering applications").await?;
+pub async fn create_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    caller
+        .require_role(&state, APP_ADMINS, "registering applications")
+        .await?;
     let b: CreateAppBody = body(&bytes)?;
     let app = state
         .dir()
         .create_application(NewApplication {
-            display_name: b.display_name.ok_or_else(|| ApiError::BadRequest("Property 'displayName' is required.".into()))?,
+            display_name: b
+                .display_name
+                .ok_or_else(|| ApiError::BadRequest("Property 'displayName' is required.".into()))?,
             identifier_uris: b.identifier_uris,
             web_redirect_uris: b.web.unwrap_or_default().redirect_uris,
             public_client_redirect_uris: b.public_client.unwrap_or_default().redirect_uris,
             is_fallback_public_client: b.is_fallback_public_client.unwrap_or(false),
         })
         .await?;
-    audit(&state, &caller, "Add application", "ApplicationManagement", (&app.id, &app.display_name, "Application"), json!({"appId": app.app_id})).await?;
+    audit(
+        &state,
+        &caller,
+        "Add application",
+        "ApplicationManagement",
+        (&app.id, &app.display_name, "Application"),
+        json!({"appId": app.app_id}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(shape::application(&app))).into_response())
 }
 
 /// `GET /v1.0/applications/{id}`.
-pub async fn get_app(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_app(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::application(&state.dir().get_application(&id).await?)))
 }
 
 /// `DELETE /v1.0/applications/{id}`.
-pub async fn delete_app(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, APP_ADMINS, "deleting applications").await?;
+pub async fn delete_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, APP_ADMINS, "deleting applications")
+        .await?;
     let app = state.dir().delete_application(&id).await?;
-    audit(&state, &caller, "Delete application", "ApplicationManagement", (&app.id, &app.display_name, "Application"), json!({"appId": app.app_id})).await?;
+    audit(
+        &state,
+        &caller,
+        "Delete application",
+        "ApplicationManagement",
+        (&app.id, &app.display_name, "Application"),
+        json!({"appId": app.app_id}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1.0/applications/{id}/addPassword`.
-pub async fn add_password(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
-    caller.require_role(&state, APP_ADMINS, "adding application secrets").await?;
-    let b: Value = if bytes.is_empty() { json!({}) } else { body(&bytes)? };
-    let name = b.pointer("/passwordCredential/displayName").and_then(Value::as_str).unwrap_or("secret").to_owned();
+pub async fn add_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller
+        .require_role(&state, APP_ADMINS, "adding application secrets")
+        .await?;
+    let b: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        body(&bytes)?
+    };
+    let name = b
+        .pointer("/passwordCredential/displayName")
+        .and_then(Value::as_str)
+        .unwrap_or("secret")
+        .to_owned();
     let (cred, secret) = state.dir().add_password(&id, &name, 365).await?;
     let app = state.dir().get_application(&id).await?;
-    audit(&state, &caller, "Update application – Certificates and secrets management", "ApplicationManagement", (&app.id, &app.display_name, "Application"), json!({"keyId": cred.key_id})).await?;
+    audit(
+        &state,
+        &caller,
+        "Update application – Certificates and secrets management",
+        "ApplicationManagement",
+        (&app.id, &app.display_name, "Application"),
+        json!({"keyId": cred.key_id}),
+    )
+    .await?;
     let fmt = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .ok()
@@ -430,52 +762,130 @@ pub async fn add_password(State(state): State<AppState>, caller: Caller, Path(id
 }
 
 /// `POST /v1.0/applications/{id}/addKey`: a public JWK for `private_key_jwt`.
-pub async fn add_key(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
-    caller.require_role(&state, APP_ADMINS, "adding application keys").await?;
+pub async fn add_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller
+        .require_role(&state, APP_ADMINS, "adding application keys")
+        .await?;
     let b: Value = body(&bytes)?;
     let key = b
         .pointer("/keyCredential/key")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest("Property 'keyCredential.key' (a public JWK as JSON) is required.".into()))?;
-    let jwk: usher_crypto::jwt::Jwk = serde_json::from_str(key).map_err(|e| ApiError::BadRequest(format!("keyCredential.key is not a JWK: {e}.")))?;
-    let name = b.pointer("/keyCredential/displayName").and_then(Value::as_str).unwrap_or("key").to_owned();
+        .ok_or_else(|| {
+            ApiError::BadRequest("Property 'keyCredential.key' (a public JWK as JSON) is required.".into())
+        })?;
+    let jwk: usher_crypto::jwt::Jwk = serde_json::from_str(key)
+        .map_err(|e| ApiError::BadRequest(format!("keyCredential.key is not a JWK: {e}.")))?;
+    let name = b
+        .pointer("/keyCredential/displayName")
+        .and_then(Value::as_str)
+        .unwrap_or("key")
+        .to_owned();
     let cred = state.dir().add_key(&id, &name, jwk).await?;
     let app = state.dir().get_application(&id).await?;
-    audit(&state, &caller, "Update application – Certificates and secrets management", "ApplicationManagement", (&app.id, &app.display_name, "Application"), json!({"keyId": cred.key_id})).await?;
-    Ok(Json(json!({"keyId": cred.key_id, "displayName": cred.display_name, "type": "Jwk", "customKeyIdentifier": cred.jwk.kid})))
+    audit(
+        &state,
+        &caller,
+        "Update application – Certificates and secrets management",
+        "ApplicationManagement",
+        (&app.id, &app.display_name, "Application"),
+        json!({"keyId": cred.key_id}),
+    )
+    .await?;
+    Ok(Json(
+        json!({"keyId": cred.key_id, "displayName": cred.display_name, "type": "Jwk", "customKeyIdentifier": cred.jwk.kid}),
+    ))
 }
 
 /// `GET /v1.0/servicePrincipals`.
-pub async fn list_sps(State(state): State<AppState>, _c: Caller, Query(q): Q) -> Result<Json<Value>, ApiError> {
-    let sps: Vec<Value> = state.dir().list_service_principals().await?.iter().map(shape::service_principal).collect();
-    Ok(odata_list(&ctx(&state, "servicePrincipals"), filtered(sps, &q, &["displayName", "appId", "id", "servicePrincipalType"])?))
+pub async fn list_sps(
+    State(state): State<AppState>,
+    _c: Caller,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let sps: Vec<Value> = state
+        .dir()
+        .list_service_principals()
+        .await?
+        .iter()
+        .map(shape::service_principal)
+        .collect();
+    Ok(odata_list(
+        &ctx(&state, "servicePrincipals"),
+        filtered(sps, &q, &["displayName", "appId", "id", "servicePrincipalType"])?,
+    ))
 }
 
 /// `POST /v1.0/servicePrincipals`: `{"appId"}`; recreates a missing built-in.
-pub async fn create_sp(State(state): State<AppState>, caller: Caller, bytes: Bytes) -> Result<Response, ApiError> {
-    caller.require_role(&state, APP_ADMINS, "creating service principals").await?;
+pub async fn create_sp(
+    State(state): State<AppState>,
+    caller: Caller,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    caller
+        .require_role(&state, APP_ADMINS, "creating service principals")
+        .await?;
     let b: Value = body(&bytes)?;
-    let app_id = b.get("appId").and_then(Value::as_str).ok_or_else(|| ApiError::BadRequest("Property 'appId' is required.".into()))?;
+    let app_id = b
+        .get("appId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequest("Property 'appId' is required.".into()))?;
     let sp = state.dir().create_service_principal(app_id).await?;
-    audit(&state, &caller, "Add service principal", "ApplicationManagement", (&sp.id, &sp.display_name, "ServicePrincipal"), json!({"appId": sp.app_id})).await?;
+    audit(
+        &state,
+        &caller,
+        "Add service principal",
+        "ApplicationManagement",
+        (&sp.id, &sp.display_name, "ServicePrincipal"),
+        json!({"appId": sp.app_id}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(shape::service_principal(&sp))).into_response())
 }
 
 /// `GET /v1.0/servicePrincipals/{id}`.
-pub async fn get_sp(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(shape::service_principal(&state.dir().get_service_principal(&id).await?)))
+pub async fn get_sp(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(shape::service_principal(
+        &state.dir().get_service_principal(&id).await?,
+    )))
 }
 
 /// `DELETE /v1.0/servicePrincipals/{id}`.
-pub async fn delete_sp(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require_role(&state, APP_ADMINS, "deleting service principals").await?;
+pub async fn delete_sp(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require_role(&state, APP_ADMINS, "deleting service principals")
+        .await?;
     let sp = state.dir().delete_service_principal(&id).await?;
-    audit(&state, &caller, "Remove service principal", "ApplicationManagement", (&sp.id, &sp.display_name, "ServicePrincipal"), json!({"appId": sp.app_id})).await?;
+    audit(
+        &state,
+        &caller,
+        "Remove service principal",
+        "ApplicationManagement",
+        (&sp.id, &sp.display_name, "ServicePrincipal"),
+        json!({"appId": sp.app_id}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1.0/directoryObjects/getByIds`.
-pub async fn get_by_ids(State(state): State<AppState>, _c: Caller, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn get_by_ids(
+    State(state): State<AppState>,
+    _c: Caller,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let b: Value = body(&bytes)?;
     let ids: Vec<String> = b
         .get("ids")
@@ -490,7 +900,11 @@ pub async fn get_by_ids(State(state): State<AppState>, _c: Caller, bytes: Bytes)
     let types: Vec<String> = b
         .get("types")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_lowercase)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_lowercase))
+                .collect()
+        })
         .unwrap_or_default();
     let mut out = Vec::new();
     for id in ids {
@@ -512,20 +926,43 @@ pub async fn get_by_ids(State(state): State<AppState>, _c: Caller, bytes: Bytes)
     Ok(odata_list(&ctx(&state, "directoryObjects"), out))
 }
 
-async fn read_log(state: &AppState, caller: &Caller, stream: &str, q: &HashMap<String, String>, allowed: &[&str]) -> Result<Vec<Value>, ApiError> {
-    caller.require_role(state, &[GLOBAL_ADMIN_ROLE, USER_ADMIN_ROLE], "reading logs").await?;
+async fn read_log(
+    state: &AppState,
+    caller: &Caller,
+    stream: &str,
+    q: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<Vec<Value>, ApiError> {
+    caller
+        .require_role(state, &[GLOBAL_ADMIN_ROLE, USER_ADMIN_ROLE], "reading logs")
+        .await?;
     let entries = state.dir().read_log(stream, 5000).await?;
     filtered(entries, q, allowed)
 }
 
 /// `GET /v1.0/auditLogs/signIns`.
-pub async fn sign_ins(State(state): State<AppState>, caller: Caller, Query(q): Q) -> Result<Json<Value>, ApiError> {
-    let items = read_log(&state, &caller, "signin", &q, &["userPrincipalName", "appId", "userId", "ipAddress"]).await?;
+pub async fn sign_ins(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let items = read_log(
+        &state,
+        &caller,
+        "signin",
+        &q,
+        &["userPrincipalName", "appId", "userId", "ipAddress"],
+    )
+    .await?;
     Ok(odata_list(&ctx(&state, "auditLogs/signIns"), items))
 }
 
 /// `GET /v1.0/auditLogs/directoryAudits`.
-pub async fn directory_audits(State(state): State<AppState>, caller: Caller, Query(q): Q) -> Result<Json<Value>, ApiError> {
+pub async fn directory_audits(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
     let items = read_log(&state, &caller, "audit", &q, &["activityDisplayName", "category"]).await?;
     Ok(odata_list(&ctx(&state, "auditLogs/directoryAudits"), items))
 }
@@ -540,9 +977,18 @@ mod tests {
 
     #[test]
     fn filters_parse() {
-        assert_eq!(parse_filter(&q("userPrincipalName eq 'a@b.c'")).ok().flatten(), Some(Filter::Eq("userPrincipalName".into(), "a@b.c".into())));
-        assert_eq!(parse_filter(&q("startswith(displayName,'An')")).ok().flatten(), Some(Filter::StartsWith("displayName".into(), "An".into())));
-        assert_eq!(parse_filter(&q("displayName eq 'O''Neil'")).ok().flatten(), Some(Filter::Eq("displayName".into(), "O'Neil".into())));
+        assert_eq!(
+            parse_filter(&q("userPrincipalName eq 'a@b.c'")).ok().flatten(),
+            Some(Filter::Eq("userPrincipalName".into(), "a@b.c".into()))
+        );
+        assert_eq!(
+            parse_filter(&q("startswith(displayName,'An')")).ok().flatten(),
+            Some(Filter::StartsWith("displayName".into(), "An".into()))
+        );
+        assert_eq!(
+            parse_filter(&q("displayName eq 'O''Neil'")).ok().flatten(),
+            Some(Filter::Eq("displayName".into(), "O'Neil".into()))
+        );
         assert!(parse_filter(&q("displayName eq unquoted")).is_err());
         assert!(parse_filter(&q("displayName ne 'x'")).is_err());
     }

@@ -25,7 +25,10 @@ fn meta(headers: &HeaderMap, peer: Option<SocketAddr>, state: &AppState) -> Requ
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         .map_or_else(|| uuid_like(state), str::to_owned);
-    RequestMeta { ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(), correlation_id }
+    RequestMeta {
+        ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        correlation_id,
+    }
 }
 
 fn uuid_like(state: &AppState) -> String {
@@ -35,11 +38,20 @@ fn uuid_like(state: &AppState) -> String {
 }
 
 fn entra(state: &AppState, m: &RequestMeta, error: IdpError) -> Response {
-    EntraErrorResponse { error, correlation_id: m.correlation_id.clone(), trace_id: uuid_like(state) }.into_response()
+    EntraErrorResponse {
+        error,
+        correlation_id: m.correlation_id.clone(),
+        trace_id: uuid_like(state),
+    }
+    .into_response()
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.
-pub async fn discovery(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
+pub async fn discovery(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let m = meta(&headers, None, &state);
     if let Err(e) = state.idp.resolve_tenant(&tenant) {
         return entra(&state, &m, e);
@@ -51,7 +63,10 @@ pub async fn discovery(State(state): State<AppState>, Path(tenant): Path<String>
     } else {
         state.idp.issuer()
     };
-    let host = url::Url::parse(base).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let host = url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     Json200(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{base}/{tid}/oauth2/v2.0/authorize"),
@@ -83,7 +98,8 @@ struct Json200(serde_json::Value);
 impl IntoResponse for Json200 {
     fn into_response(self) -> Response {
         let mut r = axum::Json(self.0).into_response();
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
         r
     }
 }
@@ -102,11 +118,19 @@ pub async fn jwks(State(state): State<AppState>, Path(tenant): Path<String>, hea
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
-    let unescape = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
     Some((unescape(id)?, unescape(secret)?))
 }
 
@@ -122,13 +146,31 @@ pub async fn token(
     let req: TokenRequest = match serde_urlencoded::from_bytes(&body) {
         Ok(r) => r,
         Err(e) => {
-            return entra(&state, &m, IdpError::new("invalid_request", 900144, format!("The request body is not a valid form: {e}.")));
+            return entra(
+                &state,
+                &m,
+                IdpError::new(
+                    "invalid_request",
+                    900144,
+                    format!("The request body is not a valid form: {e}."),
+                ),
+            );
         }
     };
     let basic = if headers.get(header::AUTHORIZATION).is_some() {
         match basic_credentials(&headers) {
             Some(b) => Some(b),
-            None => return entra(&state, &m, IdpError::new("invalid_client", 7000215, "The Authorization header is not valid HTTP Basic client authentication.")),
+            None => {
+                return entra(
+                    &state,
+                    &m,
+                    IdpError::new(
+                        "invalid_client",
+                        7000215,
+                        "The Authorization header is not valid HTTP Basic client authentication.",
+                    ),
+                );
+            }
         }
     } else {
         None
@@ -140,7 +182,12 @@ pub async fn token(
 }
 
 /// `POST /{tenant}/oauth2/v2.0/devicecode`.
-pub async fn devicecode(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn devicecode(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let m = meta(&headers, None, &state);
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let client_id = form.get("client_id").cloned().unwrap_or_default();
@@ -160,10 +207,15 @@ fn with_cookie(mut resp: Response, txn: &str) -> Response {
 }
 
 fn cookie_txn(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == LOGIN_COOKIE).then(|| v.to_owned())
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == LOGIN_COOKIE).then(|| v.to_owned())
+        })
 }
 
 fn login_action(state: &AppState) -> String {
@@ -173,22 +225,40 @@ fn login_action(state: &AppState) -> String {
 fn render_step(state: &AppState, txn: &str, step: LoginStep) -> Response {
     let action = login_action(state);
     match step {
-        LoginStep::Password { error, username, client_name } => pages::page(
-            if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
+        LoginStep::Password {
+            error,
+            username,
+            client_name,
+        } => pages::page(
+            if error.is_some() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            },
             pages::password(&action, txn, &client_name, username.as_deref(), error.as_deref()),
         ),
-        LoginStep::ChangePassword { error } => pages::page(StatusCode::OK, pages::change_password(&action, txn, error.as_deref())),
+        LoginStep::ChangePassword { error } => pages::page(
+            StatusCode::OK,
+            pages::change_password(&action, txn, error.as_deref()),
+        ),
         LoginStep::Totp { error } => pages::page(StatusCode::OK, pages::totp(&action, txn, error.as_deref())),
-        LoginStep::RegisterTotp { secret, uri, error } => {
-            pages::page(StatusCode::OK, pages::register_totp(&action, txn, &secret, &uri, error.as_deref()))
-        }
+        LoginStep::RegisterTotp { secret, uri, error } => pages::page(
+            StatusCode::OK,
+            pages::register_totp(&action, txn, &secret, &uri, error.as_deref()),
+        ),
         LoginStep::Redirect(url) => {
             let mut r = Redirect::to(&url).into_response();
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        LoginStep::DeviceApproved { client_name } => pages::page(StatusCode::OK, pages::device_done(&client_name)),
-        LoginStep::Failed { message } => pages::page(StatusCode::BAD_REQUEST, pages::message("Sign-in failed", &message)),
+        LoginStep::DeviceApproved { client_name } => {
+            pages::page(StatusCode::OK, pages::device_done(&client_name))
+        }
+        LoginStep::Failed { message } => pages::page(
+            StatusCode::BAD_REQUEST,
+            pages::message("Sign-in failed", &message),
+        ),
     }
 }
 
@@ -198,7 +268,10 @@ fn error_page(state: &AppState, m: &RequestMeta, e: &IdpError) -> Response {
         StatusCode::BAD_REQUEST,
         pages::message(
             "Sorry, but we're having trouble signing you in.",
-            &format!("AADSTS{}: {} Correlation ID: {}", e.code, e.description, m.correlation_id),
+            &format!(
+                "AADSTS{}: {} Correlation ID: {}",
+                e.code, e.description, m.correlation_id
+            ),
         ),
     )
 }
@@ -242,14 +315,23 @@ pub async fn login_post(
     if txn.is_empty() || cookie_txn(&headers).as_deref() != Some(txn.as_str()) {
         return pages::page(
             StatusCode::BAD_REQUEST,
-            pages::message("Sign-in failed", "This sign-in was started in another browser or has expired. Start again from the application."),
+            pages::message(
+                "Sign-in failed",
+                "This sign-in was started in another browser or has expired. Start again from the application.",
+            ),
         );
     }
     let input = match field("step").as_str() {
-        "password" => LoginInput::Password { username: field("username"), password: field("password") },
+        "password" => LoginInput::Password {
+            username: field("username"),
+            password: field("password"),
+        },
         "totp" => LoginInput::Totp { code: field("code") },
         "register" => LoginInput::RegisterTotp { code: field("code") },
-        "change" => LoginInput::ChangePassword { current: field("current"), new: field("new") },
+        "change" => LoginInput::ChangePassword {
+            current: field("current"),
+            new: field("new"),
+        },
         _ => LoginInput::Show,
     };
     match state.idp.login_step(&txn, input, &m).await {
@@ -275,10 +357,19 @@ pub async fn devicelogin_post(State(state): State<AppState>, headers: HeaderMap,
     let Some((device_id, client_name)) = found else {
         return pages::page(
             StatusCode::BAD_REQUEST,
-            pages::device_code(Some("That code didn't work. Check the code and try again; codes expire after 15 minutes.")),
+            pages::device_code(Some(
+                "That code didn't work. Check the code and try again; codes expire after 15 minutes.",
+            )),
         );
     };
-    let txn = match state.idp.start_login(LoginPurpose::Device { device_id, client_name }).await {
+    let txn = match state
+        .idp
+        .start_login(LoginPurpose::Device {
+            device_id,
+            client_name,
+        })
+        .await
+    {
         Ok(t) => t,
         Err(e) => return error_page(&state, &m, &e),
     };
@@ -290,7 +381,10 @@ pub async fn devicelogin_post(State(state): State<AppState>, headers: HeaderMap,
 
 /// `GET /common/userrealm/{upn}`: MSAL asks whether a user is managed or federated.
 pub async fn userrealm(State(state): State<AppState>, Path(upn): Path<String>) -> Response {
-    let domain = upn.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+    let domain = upn
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default();
     let known = state.idp.tenant().answers_to(&domain);
     axum::Json(json!({
         "ver": "1.0",

@@ -19,37 +19,78 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/usher/keys/rotate", post(ops::rotate_keys))
         .route("/usher/users/{id}/unlock", post(graph::unlock_user))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(identity::discovery))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(identity::discovery),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(identity::jwks))
         .route("/{tenant}/oauth2/v2.0/authorize", get(identity::authorize))
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
         .route("/{tenant}/oauth2/v2.0/devicecode", post(identity::devicecode))
         .route("/{tenant}/login", post(identity::login_post))
-        .route("/devicelogin", get(identity::devicelogin_get).post(identity::devicelogin_post))
+        .route(
+            "/devicelogin",
+            get(identity::devicelogin_get).post(identity::devicelogin_post),
+        )
         .route("/common/userrealm/{upn}", get(identity::userrealm))
         .route("/v1.0/me", get(graph::me))
         .route("/v1.0/users", get(graph::list_users).post(graph::create_user))
-        .route("/v1.0/users/{id}", get(graph::get_user).patch(graph::update_user).delete(graph::delete_user))
+        .route(
+            "/v1.0/users/{id}",
+            get(graph::get_user)
+                .patch(graph::update_user)
+                .delete(graph::delete_user),
+        )
         .route("/v1.0/users/{id}/memberOf", get(graph::user_member_of))
-        .route("/v1.0/users/{id}/transitiveMemberOf", get(graph::user_transitive_member_of))
-        .route("/beta/users/{id}/authentication/requirements", get(graph::get_mfa).patch(graph::set_mfa))
+        .route(
+            "/v1.0/users/{id}/transitiveMemberOf",
+            get(graph::user_transitive_member_of),
+        )
+        .route(
+            "/beta/users/{id}/authentication/requirements",
+            get(graph::get_mfa).patch(graph::set_mfa),
+        )
         .route("/v1.0/groups", get(graph::list_groups).post(graph::create_group))
-        .route("/v1.0/groups/{id}", get(graph::get_group).delete(graph::delete_group))
+        .route(
+            "/v1.0/groups/{id}",
+            get(graph::get_group).delete(graph::delete_group),
+        )
         .route("/v1.0/groups/{id}/members", get(graph::group_members))
-        .route("/v1.0/groups/{id}/transitiveMembers", get(graph::group_transitive_members))
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers",
+            get(graph::group_transitive_members),
+        )
         .route("/v1.0/groups/{id}/members/$ref", post(graph::add_member))
-        .route("/v1.0/groups/{id}/members/{member}/$ref", axum::routing::delete(graph::remove_member))
-        .route("/v1.0/applications", get(graph::list_apps).post(graph::create_app))
-        .route("/v1.0/applications/{id}", get(graph::get_app).delete(graph::delete_app))
+        .route(
+            "/v1.0/groups/{id}/members/{member}/$ref",
+            axum::routing::delete(graph::remove_member),
+        )
+        .route(
+            "/v1.0/applications",
+            get(graph::list_apps).post(graph::create_app),
+        )
+        .route(
+            "/v1.0/applications/{id}",
+            get(graph::get_app).delete(graph::delete_app),
+        )
         .route("/v1.0/applications/{id}/addPassword", post(graph::add_password))
         .route("/v1.0/applications/{id}/addKey", post(graph::add_key))
-        .route("/v1.0/servicePrincipals", get(graph::list_sps).post(graph::create_sp))
-        .route("/v1.0/servicePrincipals/{id}", get(graph::get_sp).delete(graph::delete_sp))
+        .route(
+            "/v1.0/servicePrincipals",
+            get(graph::list_sps).post(graph::create_sp),
+        )
+        .route(
+            "/v1.0/servicePrincipals/{id}",
+            get(graph::get_sp).delete(graph::delete_sp),
+        )
         .route("/v1.0/directoryObjects/getByIds", post(graph::get_by_ids))
         .route("/v1.0/auditLogs/signIns", get(graph::sign_ins))
         .route("/v1.0/auditLogs/directoryAudits", get(graph::directory_audits))
         .fallback(ops::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }

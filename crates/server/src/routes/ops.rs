@@ -23,13 +23,24 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// `POST /usher/keys/rotate`: a new signing key; the old one stays published for a day.
 pub async fn rotate_keys(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require_role(&state, &[GLOBAL_ADMIN_ROLE], "rotating signing keys").await?;
-    let kid = state.idp.keys().rotate(state.dir()).await.map_err(|_| ApiError::Internal)?;
+    caller
+        .require_role(&state, &[GLOBAL_ADMIN_ROLE], "rotating signing keys")
+        .await?;
+    let kid = state
+        .idp
+        .keys()
+        .rotate(state.dir())
+        .await
+        .map_err(|_| ApiError::Internal)?;
     state
         .dir()
         .audit(usher_directory::AuditEvent {

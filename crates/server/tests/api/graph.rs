@@ -9,51 +9,172 @@ async fn users_groups_and_objects() {
     let s = spawn().await;
     let admin = s.admin_token().await;
     let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
-    let (st, list) = s.api("GET", "/v1.0/users?$filter=userPrincipalName%20eq%20'ANN@contoso.test'", &admin, None).await;
+    let (st, list) = s
+        .api(
+            "GET",
+            "/v1.0/users?$filter=userPrincipalName%20eq%20'ANN@contoso.test'",
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
     assert_eq!(list["value"].as_array().unwrap().len(), 1);
     assert_eq!(list["value"][0]["id"], ann);
-    for key in ["id", "userPrincipalName", "displayName", "accountEnabled", "userType", "mailNickname"] {
+    for key in [
+        "id",
+        "userPrincipalName",
+        "displayName",
+        "accountEnabled",
+        "userType",
+        "mailNickname",
+    ] {
         assert!(!list["value"][0][key].is_null(), "{key}");
     }
     let (st, u) = s.api("GET", "/v1.0/users/ann@contoso.test", &admin, None).await;
     assert_eq!((st, u["id"].clone()), (200, json!(ann)));
-    let (st, b) = s.api("GET", "/v1.0/users?$filter=foo%20eq%20'x'", &admin, None).await;
-    assert_eq!((st, b["error"]["code"].clone()), (400, json!("Request_BadRequest")));
+    let (st, b) = s
+        .api("GET", "/v1.0/users?$filter=foo%20eq%20'x'", &admin, None)
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].clone()),
+        (400, json!("Request_BadRequest"))
+    );
 
     // Groups with nesting.
-    let (st, inner) = s.api("POST", "/v1.0/groups", &admin, Some(json!({"displayName": "inner", "mailNickname": "inner", "securityEnabled": true}))).await;
+    let (st, inner) = s
+        .api(
+            "POST",
+            "/v1.0/groups",
+            &admin,
+            Some(json!({"displayName": "inner", "mailNickname": "inner", "securityEnabled": true})),
+        )
+        .await;
     assert_eq!(st, 201);
-    let (_, outer) = s.api("POST", "/v1.0/groups", &admin, Some(json!({"displayName": "outer"}))).await;
-    let (inner, outer) = (inner["id"].as_str().unwrap().to_owned(), outer["id"].as_str().unwrap().to_owned());
+    let (_, outer) = s
+        .api(
+            "POST",
+            "/v1.0/groups",
+            &admin,
+            Some(json!({"displayName": "outer"})),
+        )
+        .await;
+    let (inner, outer) = (
+        inner["id"].as_str().unwrap().to_owned(),
+        outer["id"].as_str().unwrap().to_owned(),
+    );
     let reference = |id: &str| json!({"@odata.id": format!("{}/v1.0/directoryObjects/{id}", s.url)});
-    assert_eq!(s.api("POST", &format!("/v1.0/groups/{inner}/members/$ref"), &admin, Some(reference(&ann))).await.0, 204);
-    assert_eq!(s.api("POST", &format!("/v1.0/groups/{outer}/members/$ref"), &admin, Some(reference(&inner))).await.0, 204);
-    let (st, b) = s.api("POST", &format!("/v1.0/groups/{outer}/members/$ref"), &admin, Some(reference(&inner))).await;
+    assert_eq!(
+        s.api(
+            "POST",
+            &format!("/v1.0/groups/{inner}/members/$ref"),
+            &admin,
+            Some(reference(&ann))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        s.api(
+            "POST",
+            &format!("/v1.0/groups/{outer}/members/$ref"),
+            &admin,
+            Some(reference(&inner))
+        )
+        .await
+        .0,
+        204
+    );
+    let (st, b) = s
+        .api(
+            "POST",
+            &format!("/v1.0/groups/{outer}/members/$ref"),
+            &admin,
+            Some(reference(&inner)),
+        )
+        .await;
     assert_eq!(st, 409, "{b}");
-    let (_, tm) = s.api("GET", &format!("/v1.0/groups/{outer}/transitiveMembers"), &admin, None).await;
-    let ids: Vec<&str> = tm["value"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let (_, tm) = s
+        .api(
+            "GET",
+            &format!("/v1.0/groups/{outer}/transitiveMembers"),
+            &admin,
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = tm["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&ann.as_str()) && ids.contains(&inner.as_str()));
-    let (_, direct) = s.api("GET", &format!("/v1.0/groups/{outer}/members"), &admin, None).await;
+    let (_, direct) = s
+        .api("GET", &format!("/v1.0/groups/{outer}/members"), &admin, None)
+        .await;
     assert_eq!(direct["value"].as_array().unwrap().len(), 1);
-    let (_, of) = s.api("GET", &format!("/v1.0/users/{ann}/transitiveMemberOf"), &admin, None).await;
+    let (_, of) = s
+        .api(
+            "GET",
+            &format!("/v1.0/users/{ann}/transitiveMemberOf"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(of["value"].as_array().unwrap().len(), 2);
-    let (st, b) = s.api("POST", &format!("/v1.0/groups/{inner}/members/$ref"), &admin, Some(reference(&outer))).await;
+    let (st, b) = s
+        .api(
+            "POST",
+            &format!("/v1.0/groups/{inner}/members/$ref"),
+            &admin,
+            Some(reference(&outer)),
+        )
+        .await;
     assert_eq!(st, 400, "loop refused: {b}");
 
     // getByIds across kinds, with a type filter and an unknown id.
     let (st, got) = s
-        .api("POST", "/v1.0/directoryObjects/getByIds", &admin, Some(json!({"ids": [ann, inner, "00000000-0000-0000-0000-000000000000"]})))
+        .api(
+            "POST",
+            "/v1.0/directoryObjects/getByIds",
+            &admin,
+            Some(json!({"ids": [ann, inner, "00000000-0000-0000-0000-000000000000"]})),
+        )
         .await;
     assert_eq!(st, 200);
     assert_eq!(got["value"].as_array().unwrap().len(), 2);
-    let (_, only_groups) = s.api("POST", "/v1.0/directoryObjects/getByIds", &admin, Some(json!({"ids": [ann, inner], "types": ["group"]}))).await;
+    let (_, only_groups) = s
+        .api(
+            "POST",
+            "/v1.0/directoryObjects/getByIds",
+            &admin,
+            Some(json!({"ids": [ann, inner], "types": ["group"]})),
+        )
+        .await;
     assert_eq!(only_groups["value"][0]["@odata.type"], "#microsoft.graph.group");
 
-    assert_eq!(s.api("DELETE", &format!("/v1.0/groups/{inner}/members/{ann}/$ref"), &admin, None).await.0, 204);
-    assert_eq!(s.api("DELETE", &format!("/v1.0/users/{ann}"), &admin, None).await.0, 204);
+    assert_eq!(
+        s.api(
+            "DELETE",
+            &format!("/v1.0/groups/{inner}/members/{ann}/$ref"),
+            &admin,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        s.api("DELETE", &format!("/v1.0/users/{ann}"), &admin, None)
+            .await
+            .0,
+        204
+    );
     let (st, b) = s.api("GET", &format!("/v1.0/users/{ann}"), &admin, None).await;
-    assert_eq!((st, b["error"]["code"].clone()), (404, json!("Request_ResourceNotFound")));
+    assert_eq!(
+        (st, b["error"]["code"].clone()),
+        (404, json!("Request_ResourceNotFound"))
+    );
 }
 
 #[tokio::test]
@@ -70,13 +191,39 @@ async fn writes_need_a_directory_admin_and_bad_input_loses_nothing() {
         .await;
     assert_eq!(st, 403);
     assert_eq!(b["error"]["code"], "Authorization_RequestDenied");
-    assert!(b["error"]["message"].as_str().unwrap().contains("Global Administrator"));
-    assert_eq!(s.api("POST", "/v1.0/applications", &bob, Some(json!({"displayName": "x"}))).await.0, 403);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Global Administrator")
+    );
+    assert_eq!(
+        s.api(
+            "POST",
+            "/v1.0/applications",
+            &bob,
+            Some(json!({"displayName": "x"}))
+        )
+        .await
+        .0,
+        403
+    );
     assert_eq!(s.api("POST", "/usher/keys/rotate", &bob, None).await.0, 403);
 
     // Bad input: a clear 400, nothing created, nothing changed.
-    let before = s.api("GET", "/v1.0/users", &admin, None).await.1["value"].as_array().unwrap().len();
-    let r = s.client().post(format!("{}/v1.0/users", s.url)).bearer_auth(&admin).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let before = s.api("GET", "/v1.0/users", &admin, None).await.1["value"]
+        .as_array()
+        .unwrap()
+        .len();
+    let r = s
+        .client()
+        .post(format!("{}/v1.0/users", s.url))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let bad = [
         json!({"displayName": "x", "userPrincipalName": "x@fabrikam.test", "passwordProfile": {"password": "Good-password-1"}}),
@@ -90,14 +237,31 @@ async fn writes_need_a_directory_admin_and_bad_input_loses_nothing() {
         assert!(st == 400 || st == 409, "{body} -> {st} {b}");
         assert!(b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let after = s.api("GET", "/v1.0/users", &admin, None).await.1["value"].as_array().unwrap().len();
+    let after = s.api("GET", "/v1.0/users", &admin, None).await.1["value"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(before, after);
     let (_, bob_now) = s.api("GET", "/v1.0/users/bob@contoso.test", &admin, None).await;
-    assert_eq!(bob_now["displayName"], "bob@contoso.test", "the duplicate did not overwrite bob");
+    assert_eq!(
+        bob_now["displayName"], "bob@contoso.test",
+        "the duplicate did not overwrite bob"
+    );
     assert_eq!(s.password_token("bob@contoso.test", "Blue-river-72").await.0, 200);
-    let (st, _) = s.api("PATCH", "/v1.0/users/bob@contoso.test", &admin, Some(json!({"passwordProfile": {"password": "short"}}))).await;
+    let (st, _) = s
+        .api(
+            "PATCH",
+            "/v1.0/users/bob@contoso.test",
+            &admin,
+            Some(json!({"passwordProfile": {"password": "short"}})),
+        )
+        .await;
     assert_eq!(st, 400);
-    assert_eq!(s.password_token("bob@contoso.test", "Blue-river-72").await.0, 200, "a refused change leaves the password");
+    assert_eq!(
+        s.password_token("bob@contoso.test", "Blue-river-72").await.0,
+        200,
+        "a refused change leaves the password"
+    );
 }
 
 #[tokio::test]
@@ -105,36 +269,121 @@ async fn service_principals_builtins_and_logs() {
     let s = spawn().await;
     let admin = s.admin_token().await;
     let vm = "372140e0-b3b7-4226-8ef9-d57986796201";
-    let (_, sps) = s.api("GET", &format!("/v1.0/servicePrincipals?$filter=appId%20eq%20'{vm}'"), &admin, None).await;
+    let (_, sps) = s
+        .api(
+            "GET",
+            &format!("/v1.0/servicePrincipals?$filter=appId%20eq%20'{vm}'"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(sps["value"][0]["displayName"], "Azure Windows VM Sign-In");
-    let (_, found) = s.api("GET", "/v1.0/servicePrincipals?$search=%22displayName:remote%20desktop%22", &admin, None).await;
+    let (_, found) = s
+        .api(
+            "GET",
+            "/v1.0/servicePrincipals?$search=%22displayName:remote%20desktop%22",
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(found["value"][0]["appId"], "a4a365df-50f1-4397-bc59-1a1564b8bb9c");
-    for app in ["04b07795-8ddb-461a-bbee-02f9e1bf7b46", "01cb2876-7ebd-4aa4-9cc9-d28bd4d359a9"] {
-        assert_eq!(s.api("GET", &format!("/v1.0/servicePrincipals/{app}"), &admin, None).await.0, 200);
+    for app in [
+        "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+        "01cb2876-7ebd-4aa4-9cc9-d28bd4d359a9",
+    ] {
+        assert_eq!(
+            s.api("GET", &format!("/v1.0/servicePrincipals/{app}"), &admin, None)
+                .await
+                .0,
+            200
+        );
     }
     // Delete the VM Sign-In principal, then recreate it by appId (the seed's missing-application fix).
-    assert_eq!(s.api("DELETE", &format!("/v1.0/servicePrincipals/{vm}"), &admin, None).await.0, 204);
-    let (st, sp) = s.api("POST", "/v1.0/servicePrincipals", &admin, Some(json!({"appId": vm}))).await;
+    assert_eq!(
+        s.api("DELETE", &format!("/v1.0/servicePrincipals/{vm}"), &admin, None)
+            .await
+            .0,
+        204
+    );
+    let (st, sp) = s
+        .api(
+            "POST",
+            "/v1.0/servicePrincipals",
+            &admin,
+            Some(json!({"appId": vm})),
+        )
+        .await;
     assert_eq!(st, 201, "{sp}");
     assert_eq!(sp["appId"], vm);
-    let (st, _) = s.api("POST", "/v1.0/servicePrincipals", &admin, Some(json!({"appId": vm}))).await;
+    let (st, _) = s
+        .api(
+            "POST",
+            "/v1.0/servicePrincipals",
+            &admin,
+            Some(json!({"appId": vm})),
+        )
+        .await;
     assert_eq!(st, 409);
 
     // Sign-in log: successes and failures with their codes; audit log: every write.
     s.password_token("admin@contoso.test", "bad password").await;
-    let (st, log) = s.api("GET", "/v1.0/auditLogs/signIns?$filter=userPrincipalName%20eq%20'admin@contoso.test'", &admin, None).await;
+    let (st, log) = s
+        .api(
+            "GET",
+            "/v1.0/auditLogs/signIns?$filter=userPrincipalName%20eq%20'admin@contoso.test'",
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
     let entries = log["value"].as_array().unwrap();
     assert!(entries.iter().any(|e| e["status"]["errorCode"] == 50126));
-    assert!(entries.iter().any(|e| e["status"]["errorCode"] == 0 && e["appId"] == usher_testkit::CLI_CLIENT_ID));
-    assert!(entries.iter().all(|e| e["ipAddress"] == "127.0.0.1" && !e["createdDateTime"].is_null()));
-    let (_, audit) = s.api("GET", "/v1.0/auditLogs/directoryAudits", &admin, None).await;
-    let activities: Vec<&str> = audit["value"].as_array().unwrap().iter().map(|e| e["activityDisplayName"].as_str().unwrap()).collect();
-    assert!(activities.contains(&"Remove service principal") && activities.contains(&"Add service principal"), "{activities:?}");
-    assert_eq!(audit["value"][0]["initiatedBy"]["user"]["userPrincipalName"], "admin@contoso.test");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["status"]["errorCode"] == 0 && e["appId"] == usher_testkit::CLI_CLIENT_ID)
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["ipAddress"] == "127.0.0.1" && !e["createdDateTime"].is_null())
+    );
+    let (_, audit) = s
+        .api("GET", "/v1.0/auditLogs/directoryAudits", &admin, None)
+        .await;
+    let activities: Vec<&str> = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["activityDisplayName"].as_str().unwrap())
+        .collect();
+    assert!(
+        activities.contains(&"Remove service principal") && activities.contains(&"Add service principal"),
+        "{activities:?}"
+    );
+    assert_eq!(
+        audit["value"][0]["initiatedBy"]["user"]["userPrincipalName"],
+        "admin@contoso.test"
+    );
     // Health and metrics.
-    assert_eq!(s.client().get(format!("{}/healthz", s.url)).send().await.unwrap().status(), 200);
-    let metrics = s.client().get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        s.client()
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = s
+        .client()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("usher_http_requests_total"), "{metrics}");
     let _ = ADMIN_PASSWORD;
 }
@@ -144,14 +393,38 @@ async fn the_whole_flow_runs_on_postgres() {
     let mut s = usher_testkit::spawn_with(usher_testkit::Backend::Postgres).await;
     let admin = s.admin_token().await;
     let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
-    let (_, g) = s.api("POST", "/v1.0/groups", &admin, Some(json!({"displayName": "g"}))).await;
+    let (_, g) = s
+        .api("POST", "/v1.0/groups", &admin, Some(json!({"displayName": "g"})))
+        .await;
     let g = g["id"].as_str().unwrap().to_owned();
     let reference = json!({"@odata.id": format!("{}/v1.0/directoryObjects/{ann}", s.url)});
-    assert_eq!(s.api("POST", &format!("/v1.0/groups/{g}/members/$ref"), &admin, Some(reference)).await.0, 204);
+    assert_eq!(
+        s.api(
+            "POST",
+            &format!("/v1.0/groups/{g}/members/$ref"),
+            &admin,
+            Some(reference)
+        )
+        .await
+        .0,
+        204
+    );
     let (_, t) = s.password_token("ann@contoso.test", "Sunny-garden-41").await;
-    let (st, t2) = s.token(&[("grant_type", "refresh_token"), ("client_id", usher_testkit::CLI_CLIENT_ID), ("refresh_token", t["refresh_token"].as_str().unwrap())]).await;
+    let (st, t2) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", usher_testkit::CLI_CLIENT_ID),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
     assert_eq!(st, 200, "{t2}");
-    let (st, b) = s.token(&[("grant_type", "refresh_token"), ("client_id", usher_testkit::CLI_CLIENT_ID), ("refresh_token", t["refresh_token"].as_str().unwrap())]).await;
+    let (st, b) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", usher_testkit::CLI_CLIENT_ID),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
     crate::helpers::assert_entra(st, &b, 400, "invalid_grant", 50173);
     for i in 0..10 {
         s.password_token("ann@contoso.test", &format!("wrong-{i}")).await;

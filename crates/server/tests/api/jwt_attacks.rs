@@ -29,12 +29,27 @@ async fn forged_and_misused_tokens_are_refused() {
     let body = usher_crypto::b64url(claims.to_string().as_bytes());
 
     // alg=none.
-    let none = format!("{}.{body}.", usher_crypto::b64url(json!({"alg": "none", "typ": "at+jwt", "kid": kid}).to_string().as_bytes()));
+    let none = format!(
+        "{}.{body}.",
+        usher_crypto::b64url(
+            json!({"alg": "none", "typ": "at+jwt", "kid": kid})
+                .to_string()
+                .as_bytes()
+        )
+    );
     let (st, b) = me(&s, &none).await;
     assert_refused(st, &b, "algorithm `none` is not allowed");
 
     // Algorithm confusion: HS256 keyed with the public key's coordinates.
-    let jwks: Value = s.client().get(format!("{}/contoso.test/discovery/v2.0/keys", s.url)).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = s
+        .client()
+        .get(format!("{}/contoso.test/discovery/v2.0/keys", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let x = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(kid.clone());
@@ -71,12 +86,34 @@ async fn forged_and_misused_tokens_are_refused() {
         c
     };
     let cases: Vec<(Value, TokenKind, &str)> = vec![
-        (with(&|c| c["aud"] = json!("372140e0-b3b7-4226-8ef9-d57986796201")), TokenKind::Access, "audience is not accepted"),
-        (with(&|c| c["iss"] = json!("https://login.microsoftonline.com/other/v2.0")), TokenKind::Access, "issuer is not this tenant"),
-        (with(&|c| c["exp"] = json!(1_000_000)), TokenKind::Access, "has expired"),
-        (with(&|c| c["nbf"] = json!(4_000_000_000i64)), TokenKind::Access, "not valid yet"),
+        (
+            with(&|c| c["aud"] = json!("372140e0-b3b7-4226-8ef9-d57986796201")),
+            TokenKind::Access,
+            "audience is not accepted",
+        ),
+        (
+            with(&|c| c["iss"] = json!("https://login.microsoftonline.com/other/v2.0")),
+            TokenKind::Access,
+            "issuer is not this tenant",
+        ),
+        (
+            with(&|c| c["exp"] = json!(1_000_000)),
+            TokenKind::Access,
+            "has expired",
+        ),
+        (
+            with(&|c| c["nbf"] = json!(4_000_000_000i64)),
+            TokenKind::Access,
+            "not valid yet",
+        ),
         (claims.clone(), TokenKind::Id, "type `JWT` is not `at+jwt`"),
-        (with(&|c| { c.as_object_mut().unwrap().remove("exp"); }), TokenKind::Access, "lacks the `exp` claim"),
+        (
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            TokenKind::Access,
+            "lacks the `exp` claim",
+        ),
     ];
     for (c, kind, reason) in cases {
         let t = real.sign(kind, &c).unwrap();
@@ -85,7 +122,9 @@ async fn forged_and_misused_tokens_are_refused() {
     }
 
     // An id token from a real sign-in is not an access token (cross-JWT confusion).
-    let (_, tokens) = s.password_token("admin@contoso.test", usher_testkit::ADMIN_PASSWORD).await;
+    let (_, tokens) = s
+        .password_token("admin@contoso.test", usher_testkit::ADMIN_PASSWORD)
+        .await;
     let (st, b) = me(&s, tokens["id_token"].as_str().unwrap()).await;
     assert_refused(st, &b, "type `JWT` is not `at+jwt`");
 
@@ -93,7 +132,12 @@ async fn forged_and_misused_tokens_are_refused() {
     let (app_id, obj) = s.create_app(json!({"displayName": "daemon"})).await;
     let secret = s.add_secret(&obj).await;
     let (_, t) = s
-        .token(&[("grant_type", "client_credentials"), ("client_id", &app_id), ("client_secret", &secret), ("scope", "372140e0-b3b7-4226-8ef9-d57986796201/.default")])
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &app_id),
+            ("client_secret", &secret),
+            ("scope", "372140e0-b3b7-4226-8ef9-d57986796201/.default"),
+        ])
         .await;
     let (st, b) = me(&s, t["access_token"].as_str().unwrap()).await;
     assert_refused(st, &b, "audience is not accepted");

@@ -5,13 +5,15 @@
 use std::time::Duration;
 
 use openidconnect::core::{
-    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType,
-    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode,
-    CoreResponseType, CoreSubjectIdentifierType,
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+    CoreDeviceAuthorizationResponse, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, ProviderMetadata, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId, CsrfToken,
+    DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, ProviderMetadata,
+    RedirectUrl, RefreshToken, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -56,7 +58,14 @@ async fn discover(s: &TestServer) -> Metadata {
 
 /// Validates an access token with an independent JWT library against the discovered JWKS.
 async fn validate_access_token(s: &TestServer, meta: &Metadata, token: &str) -> serde_json::Value {
-    let text = http(s).get(meta.jwks_uri().url().as_str()).send().await.unwrap().text().await.unwrap();
+    let text = http(s)
+        .get(meta.jwks_uri().url().as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -65,7 +74,9 @@ async fn validate_access_token(s: &TestServer, meta: &Metadata, token: &str) -> 
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.set_audience(&[s.url.as_str()]);
     v.set_issuer(&[meta.issuer().as_str()]);
-    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).unwrap().claims
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .unwrap()
+        .claims
 }
 
 async fn register_web_app(s: &TestServer) -> (String, String) {
@@ -83,10 +94,24 @@ async fn sign_in_through_form(s: &TestServer, url: &str, upn: &str, password: &s
     let page = r.text().await.unwrap();
     assert!(page.contains("name=\"password\""), "{page}");
     let txn = txn_of(&page);
-    let r = post_login(s, &browser, &[("txn", &txn), ("step", "password"), ("username", upn), ("password", password)]).await;
+    let r = post_login(
+        s,
+        &browser,
+        &[
+            ("txn", &txn),
+            ("step", "password"),
+            ("username", upn),
+            ("password", password),
+        ],
+    )
+    .await;
     assert_eq!(r.status(), 303, "{:?}", r.text().await);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
-    url::Url::parse(&location).unwrap().query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 #[tokio::test]
@@ -98,7 +123,11 @@ async fn authorization_code_with_pkce_validated_by_openidconnect() {
         .set_redirect_uri(RedirectUrl::new(redirect).unwrap());
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (auth_url, csrf, nonce) = client
-        .authorize_url(AuthenticationFlow::<CoreResponseType>::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .add_scope(Scope::new("profile".into()))
         .add_scope(Scope::new("offline_access".into()))
         .set_pkce_challenge(challenge)
@@ -114,9 +143,14 @@ async fn authorization_code_with_pkce_validated_by_openidconnect() {
         .request_async(&http(&s))
         .await
         .unwrap();
-    let verifier = client.id_token_verifier().set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let verifier = client
+        .id_token_verifier()
+        .set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
     let id_claims = tokens.id_token().unwrap().claims(&verifier, &nonce).unwrap();
-    assert_eq!(id_claims.preferred_username().unwrap().as_str(), "admin@contoso.test");
+    assert_eq!(
+        id_claims.preferred_username().unwrap().as_str(),
+        "admin@contoso.test"
+    );
     assert_eq!(id_claims.audiences()[0].as_str(), app_id);
     let at = validate_access_token(&s, &meta, tokens.access_token().secret()).await;
     assert_eq!(at["upn"], "admin@contoso.test");
@@ -124,14 +158,27 @@ async fn authorization_code_with_pkce_validated_by_openidconnect() {
 
     // Refresh through the library: rotated, and the old one is dead afterwards.
     let rt1 = tokens.refresh_token().unwrap().clone();
-    let refreshed = client.exchange_refresh_token(&rt1).unwrap().request_async(&http(&s)).await.unwrap();
+    let refreshed = client
+        .exchange_refresh_token(&rt1)
+        .unwrap()
+        .request_async(&http(&s))
+        .await
+        .unwrap();
     let rt2 = refreshed.refresh_token().unwrap().secret().clone();
     assert_ne!(&rt2, rt1.secret());
     validate_access_token(&s, &meta, refreshed.access_token().secret()).await;
-    let reuse = client.exchange_refresh_token(&rt1).unwrap().request_async(&http(&s)).await;
+    let reuse = client
+        .exchange_refresh_token(&rt1)
+        .unwrap()
+        .request_async(&http(&s))
+        .await;
     let err = format!("{:?}", reuse.unwrap_err());
     assert!(err.contains("AADSTS50173"), "{err}");
-    let after = client.exchange_refresh_token(&RefreshToken::new(rt2)).unwrap().request_async(&http(&s)).await;
+    let after = client
+        .exchange_refresh_token(&RefreshToken::new(rt2))
+        .unwrap()
+        .request_async(&http(&s))
+        .await;
     assert!(after.is_err(), "the whole family is revoked");
 }
 
@@ -140,8 +187,12 @@ async fn device_flow_with_openidconnect() {
     let s = spawn().await;
     let meta = discover(&s).await;
     let device_url = meta.additional_metadata().device_authorization_endpoint.clone();
-    let client = CoreClient::from_provider_metadata(meta.clone(), ClientId::new(usher_testkit::CLI_CLIENT_ID.into()), None)
-        .set_device_authorization_url(device_url);
+    let client = CoreClient::from_provider_metadata(
+        meta.clone(),
+        ClientId::new(usher_testkit::CLI_CLIENT_ID.into()),
+        None,
+    )
+    .set_device_authorization_url(device_url);
     let details: CoreDeviceAuthorizationResponse = client
         .exchange_device_code()
         .add_scope(Scope::new("profile".into()))
@@ -162,11 +213,24 @@ async fn device_flow_with_openidconnect() {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap();
-            let page = c.post(format!("{url}/devicelogin")).form(&[("user_code", user_code.as_str())]).send().await.unwrap().text().await.unwrap();
+            let page = c
+                .post(format!("{url}/devicelogin"))
+                .form(&[("user_code", user_code.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             let txn = txn_of(&page);
             let done = c
                 .post(format!("{url}/{tenant}/login"))
-                .form(&[("txn", txn.as_str()), ("step", "password"), ("username", "admin@contoso.test"), ("password", ADMIN_PASSWORD)])
+                .form(&[
+                    ("txn", txn.as_str()),
+                    ("step", "password"),
+                    ("username", "admin@contoso.test"),
+                    ("password", ADMIN_PASSWORD),
+                ])
                 .send()
                 .await
                 .unwrap()
@@ -185,7 +249,13 @@ async fn device_flow_with_openidconnect() {
     approver.await.unwrap();
     let at = validate_access_token(&s, &meta, tokens.access_token().secret()).await;
     assert_eq!(at["upn"], "admin@contoso.test");
-    let verifier = client.id_token_verifier().set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
-    let id = tokens.id_token().unwrap().claims(&verifier, |_: Option<&Nonce>| Ok(())).unwrap();
+    let verifier = client
+        .id_token_verifier()
+        .set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let id = tokens
+        .id_token()
+        .unwrap()
+        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+        .unwrap();
     assert_eq!(id.preferred_username().unwrap().as_str(), "admin@contoso.test");
 }

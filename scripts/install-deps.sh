@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need: a C compiler for aws-lc and the
+# bundled SQLite, and PostgreSQL's server binaries for the PostgreSQL tests. On CI (CI=true) the
+# package lists are always refreshed first; elsewhere only when something is missing.
+set -euo pipefail
+PACKAGES=(gcc libc6-dev make postgresql postgresql-client ca-certificates curl)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${CI:-}" != "true" ] && [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${PACKAGES[@]}"
