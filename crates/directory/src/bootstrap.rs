@@ -52,91 +52,140 @@ fn valid_domain(d: &str) -> bool {
 
 impl Directory {
     /// Creates the tenant and its first objects if the store is empty; otherwise returns the tenant.
+    /// Every step is idempotent, and the tenant is marked complete only after the last one, so a
+    /// first start interrupted half-way (crash, refused password) is finished by the next start.
     pub async fn bootstrap(&self, options: BootstrapOptions) -> DirResult<BootstrapReport> {
-        let domain = options.domain.trim().to_lowercase();
-        if let Ok(tenant) = self.tenant().await {
-            let admin_upn = format!("admin@{}", tenant.domains.first().cloned().unwrap_or_default());
-            return Ok(BootstrapReport {
-                tenant,
-                created: false,
-                admin_upn,
-                generated_password: None,
-            });
+        let existing = match self.tenant().await {
+            Ok(t) => Some(t),
+            Err(DirectoryError::TenantNotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(tenant) = &existing {
+            if tenant.bootstrap_complete {
+                let admin_upn = format!("admin@{}", tenant.domains.first().cloned().unwrap_or_default());
+                return Ok(BootstrapReport {
+                    tenant: tenant.clone(),
+                    created: false,
+                    admin_upn,
+                    generated_password: None,
+                });
+            }
         }
+        let domain = match &existing {
+            Some(t) => t.domains.first().cloned().unwrap_or_default(),
+            None => options.domain.trim().to_lowercase(),
+        };
         if !valid_domain(&domain) {
             return Err(DirectoryError::Invalid(format!(
                 "`{domain}` is not a valid domain name"
             )));
         }
-        let now = self.now();
-        let tenant = Tenant {
-            id: self.new_id(),
-            display_name: options.display_name,
-            domains: vec![domain.clone()],
-            allow_public_client_flows: true,
-            password_policy: PasswordPolicy::default(),
-            default_subscription_id: self.new_id(),
-            created_at: now,
-        };
-        for (app_id, _, _, _) in BUILTINS {
-            if let Some(app) = self.builtin_application(app_id) {
-                let rec = Record::from_value(kinds::APPLICATION, &app.id, &app)?.with_key(app.app_id.clone());
-                self.store.insert(rec).await?;
-                self.create_service_principal(app_id).await?;
-            }
-        }
-        // The tenant is written after the built-ins: a start interrupted before this point starts over.
-        self.store
-            .insert(Record::from_value(kinds::TENANT, &tenant.id, &tenant)?)
-            .await?;
+        let admin_upn = format!("admin@{domain}");
         let (password, generated) = match options.admin_password {
             Some(p) => (p, false),
             None => (Zeroizing::new(format!("Us-{}", self.rng.token(18))), true),
         };
-        let admin_upn = format!("admin@{domain}");
-        let admin = self
-            .create_user(NewUser {
-                user_principal_name: admin_upn.clone(),
-                display_name: "Global Administrator".into(),
-                mail_nickname: Some("admin".into()),
-                password: password.to_string(),
-                force_change_password_next_sign_in: false,
-                account_enabled: true,
-            })
-            .await
-            .map_err(|e| match e {
-                DirectoryError::PasswordPolicy(v) => {
-                    DirectoryError::Invalid(format!("USHER_BOOTSTRAP_PASSWORD is not acceptable: {v}"))
-                }
-                other => other,
+        // Check the password before writing anything.
+        PasswordPolicy::default()
+            .check(&password, &admin_upn)
+            .map_err(|v| {
+                DirectoryError::Invalid(format!("USHER_BOOTSTRAP_PASSWORD is not acceptable: {v}"))
             })?;
+        let now = self.now();
+        for (app_id, _, _, _) in BUILTINS {
+            if self.get_application(app_id).await.is_err() {
+                if let Some(app) = self.builtin_application(app_id) {
+                    let rec =
+                        Record::from_value(kinds::APPLICATION, &app.id, &app)?.with_key(app.app_id.clone());
+                    self.store.insert(rec).await?;
+                }
+            }
+            if self.find_service_principal(app_id).await?.is_none() {
+                self.create_service_principal(app_id).await?;
+            }
+        }
+        let tenant = match existing {
+            Some(t) => t,
+            None => {
+                let t = Tenant {
+                    id: self.new_id(),
+                    display_name: options.display_name,
+                    domains: vec![domain.clone()],
+                    allow_public_client_flows: true,
+                    password_policy: PasswordPolicy::default(),
+                    default_subscription_id: self.new_id(),
+                    bootstrap_complete: false,
+                    created_at: now,
+                };
+                self.store
+                    .insert(Record::from_value(kinds::TENANT, &t.id, &t)?)
+                    .await?;
+                t
+            }
+        };
+        let admin = match self.find_user_by_upn(&admin_upn).await? {
+            Some(a) => a,
+            None => {
+                self.create_user(NewUser {
+                    user_principal_name: admin_upn.clone(),
+                    display_name: "Global Administrator".into(),
+                    mail_nickname: Some("admin".into()),
+                    password: password.to_string(),
+                    force_change_password_next_sign_in: false,
+                    account_enabled: true,
+                })
+                .await?
+            }
+        };
         self.modify::<crate::model::User, _>(kinds::USER, &admin.id, |u| {
-            u.directory_roles = vec![well_known::GLOBAL_ADMIN_ROLE.to_owned()];
+            if !u
+                .directory_roles
+                .iter()
+                .any(|r| r == well_known::GLOBAL_ADMIN_ROLE)
+            {
+                u.directory_roles.push(well_known::GLOBAL_ADMIN_ROLE.to_owned());
+            }
             Ok(None)
         })
         .await?;
-        let sub_id = &tenant.default_subscription_id;
-        self.store
-            .insert(Record::new(
-                "subscription",
-                sub_id,
-                json!({"subscriptionId": sub_id, "displayName": "Default subscription", "state": "Enabled", "tenantId": tenant.id}),
-            ))
-            .await?;
-        let assignment_id = self.new_id();
-        self.store
-            .insert(Record::new(
-                "role_assignment",
-                &assignment_id,
-                json!({
-                    "name": assignment_id,
-                    "scope": format!("/subscriptions/{sub_id}"),
-                    "roleDefinitionId": format!("/subscriptions/{sub_id}/providers/Microsoft.Authorization/roleDefinitions/{OWNER_ROLE_ID}"),
-                    "principalId": admin.id,
-                    "principalType": "User",
-                    "createdOn": now,
-                }),
-            ))
+        let sub_id = tenant.default_subscription_id.clone();
+        if self.store.get("subscription", &sub_id, now).await?.is_none() {
+            self.store
+                .insert(Record::new(
+                    "subscription",
+                    &sub_id,
+                    json!({"subscriptionId": sub_id, "displayName": "Default subscription", "state": "Enabled", "tenantId": tenant.id}),
+                ))
+                .await?;
+        }
+        // The Owner assignment's id is derived from the subscription so a resumed start finds it.
+        let assignment_id = format!("{}-owner", sub_id);
+        if self
+            .store
+            .get("role_assignment", &assignment_id, now)
+            .await?
+            .is_none()
+        {
+            self.store
+                .insert(Record::new(
+                    "role_assignment",
+                    &assignment_id,
+                    json!({
+                        "name": assignment_id,
+                        "scope": format!("/subscriptions/{sub_id}"),
+                        "roleDefinitionId": format!("/subscriptions/{sub_id}/providers/Microsoft.Authorization/roleDefinitions/{OWNER_ROLE_ID}"),
+                        "principalId": admin.id,
+                        "principalType": "User",
+                        "createdOn": now,
+                    }),
+                ))
+                .await?;
+        }
+        let tenant = self
+            .modify::<Tenant, _>(kinds::TENANT, &tenant.id, |t| {
+                t.bootstrap_complete = true;
+                Ok(None)
+            })
             .await?;
         self.audit(crate::AuditEvent {
             activity: "Bootstrap tenant".into(),

@@ -19,8 +19,15 @@ pub struct Tenant {
     pub password_policy: PasswordPolicy,
     /// The default subscription created at first start.
     pub default_subscription_id: String,
+    /// Whether every first-start step finished (a start interrupted earlier resumes them).
+    #[serde(default = "yes")]
+    pub bootstrap_complete: bool,
     /// Creation time.
     pub created_at: i64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Tenant {

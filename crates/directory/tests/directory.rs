@@ -445,3 +445,45 @@ async fn logs_are_readable_newest_first() {
     let audit = e.dir.read_log("audit", 10).await.unwrap();
     assert_eq!(audit[0]["activityDisplayName"], "Bootstrap tenant");
 }
+
+#[tokio::test]
+async fn a_refused_bootstrap_password_writes_nothing_and_a_retry_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&tmp.path().join("db")).await.unwrap());
+    let (sealing, _) = SealingKey::generate(&SystemRng).unwrap();
+    let dir = Directory::new(
+        store.clone(),
+        Arc::new(FixedClock::new(1_800_000_000)),
+        Arc::new(SystemRng),
+        Arc::new(sealing),
+        Arc::from(&b"k"[..]),
+    );
+    let weak = BootstrapOptions {
+        domain: "contoso.test".into(),
+        display_name: "C".into(),
+        admin_password: Some("password".to_owned().into()),
+    };
+    assert!(
+        matches!(dir.bootstrap(weak).await, Err(DirectoryError::Invalid(m)) if m.contains("USHER_BOOTSTRAP_PASSWORD"))
+    );
+    use usher_store::Store;
+    assert!(
+        store.list("tenant", None, 10, 0).await.unwrap().is_empty(),
+        "nothing written"
+    );
+    let ok = BootstrapOptions {
+        domain: "contoso.test".into(),
+        display_name: "C".into(),
+        admin_password: Some("Boot-strap-pass-42".to_owned().into()),
+    };
+    let r = dir.bootstrap(ok).await.unwrap();
+    assert!(r.created && r.tenant.bootstrap_complete);
+    assert_eq!(
+        kind(
+            &dir.check_password("admin@contoso.test", "Boot-strap-pass-42")
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
+}

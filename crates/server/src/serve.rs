@@ -106,16 +106,20 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
         path: config.data_dir.clone(),
         source,
     })?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Io {
-            path: PathBuf::from(config.listen.to_string()),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Io {
-        path: PathBuf::from("listener"),
+    // Bind first (to learn the port), but listen only once the TLS files, ca.pem included, exist.
+    let io_err = |source| ServerError::Io {
+        path: PathBuf::from(config.listen.to_string()),
         source,
-    })?;
+    };
+    let socket = if config.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(io_err)?;
+    socket.set_reuseaddr(true).map_err(io_err)?;
+    socket.bind(config.listen).map_err(io_err)?;
+    let addr = socket.local_addr().map_err(io_err)?;
     let public_url = config.public_url_for(addr);
     let public_host = url::Url::parse(&public_url)
         .map_err(|e| ServerError::Config(format!("public URL `{public_url}`: {e}")))?
@@ -174,6 +178,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
     };
     let router = crate::routes::router(state.clone());
 
+    let listener: TcpListener = socket.listen(1024).map_err(io_err)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, acceptor, router, shutdown_rx));
     spawn_janitor(state.clone(), shutdown_tx.subscribe());
