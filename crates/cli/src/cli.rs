@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::OutputFormat;
@@ -50,7 +50,8 @@ pub struct GlobalArgs {
         env = "USHER_CA_FILE",
         global = true,
         hide_env_values = true,
-        value_name = "FILE"
+        value_name = "FILE",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
     )]
     pub ca_file: Option<PathBuf>,
 
@@ -74,6 +75,16 @@ pub struct GlobalArgs {
     /// Only show errors, suppressing warnings.
     #[arg(long = "only-show-errors", global = true)]
     pub only_show_errors: bool,
+}
+
+impl GlobalArgs {
+    /// Treats an empty `--server` / `--ca-file` (an exported but empty `USHER_SERVER` or
+    /// `USHER_CA_FILE`) as not given.
+    pub fn without_empty_values(mut self) -> Self {
+        self.server = self.server.filter(|s| !s.trim().is_empty());
+        self.ca_file = self.ca_file.filter(|p| !p.as_os_str().is_empty());
+        self
+    }
 }
 
 /// Top-level commands.
@@ -545,6 +556,26 @@ mod tests {
         assert_eq!(cli.global.output, OutputFormat::Jsonc);
         let cli = parse(&["ad", "user", "list", "-o", "TSV"])?;
         assert_eq!(cli.global.output, OutputFormat::Tsv);
+        Ok(())
+    }
+
+    #[test]
+    fn empty_server_and_ca_file_are_not_given() -> Result<(), clap::Error> {
+        let cli = parse(&["account", "show", "--server", "", "--ca-file", ""])?;
+        let global = cli.global.without_empty_values();
+        assert_eq!(global.server, None);
+        assert_eq!(global.ca_file, None);
+        let cli = parse(&[
+            "account",
+            "show",
+            "--server",
+            "https://h:1",
+            "--ca-file",
+            "ca.pem",
+        ])?;
+        let global = cli.global.without_empty_values();
+        assert_eq!(global.server.as_deref(), Some("https://h:1"));
+        assert_eq!(global.ca_file, Some(PathBuf::from("ca.pem")));
         Ok(())
     }
 

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             query,
             color: std::io::stdout().is_terminal(),
         },
-        global: cli.global,
+        global: cli.global.without_empty_values(),
         config,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

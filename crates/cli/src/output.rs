@@ -59,6 +59,8 @@ fn hash_keys(ast: &Ast) -> Option<Vec<String>> {
     match ast {
         Ast::MultiHash { elements, .. } => Some(elements.iter().map(|kv| kv.key.clone()).collect()),
         Ast::Projection { rhs, .. } | Ast::Subexpr { rhs, .. } => hash_keys(rhs),
+        // a filter projection, `[?cond].{...}`, wraps its right-hand side in a condition
+        Ast::Condition { then, .. } => hash_keys(then),
         _ => None,
     }
 }
@@ -440,6 +442,18 @@ mod tests {
         assert_eq!(p.render(&v)?, "A\t1\n");
         let p = printer(OutputFormat::Tsv, Some("[0].{z:id, a:displayName}"))?;
         assert_eq!(p.render(&v)?, "1\tA\n");
+        // a filter projection keeps it too
+        let p = printer(OutputFormat::Tsv, Some("[?id=='1'].{z:id, a:displayName}"))?;
+        assert_eq!(p.render(&v)?, "1\tA\n");
+        let p = printer(OutputFormat::Table, Some("[?id=='1'].{z:displayName, a:id}"))?;
+        assert_eq!(
+            p.render(&v)?
+                .lines()
+                .next()
+                .map(str::split_whitespace)
+                .map(Iterator::collect::<Vec<_>>),
+            Some(vec!["Z", "A"])
+        );
         Ok(())
     }
 

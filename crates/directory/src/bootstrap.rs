@@ -60,16 +60,16 @@ impl Directory {
             Err(DirectoryError::TenantNotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        if let Some(tenant) = &existing {
-            if tenant.bootstrap_complete {
-                let admin_upn = format!("admin@{}", tenant.domains.first().cloned().unwrap_or_default());
-                return Ok(BootstrapReport {
-                    tenant: tenant.clone(),
-                    created: false,
-                    admin_upn,
-                    generated_password: None,
-                });
-            }
+        if let Some(tenant) = &existing
+            && tenant.bootstrap_complete
+        {
+            let admin_upn = format!("admin@{}", tenant.domains.first().cloned().unwrap_or_default());
+            return Ok(BootstrapReport {
+                tenant: tenant.clone(),
+                created: false,
+                admin_upn,
+                generated_password: None,
+            });
         }
         let domain = match &existing {
             Some(t) => t.domains.first().cloned().unwrap_or_default(),
@@ -93,12 +93,11 @@ impl Directory {
             })?;
         let now = self.now();
         for (app_id, _, _, _) in BUILTINS {
-            if self.get_application(app_id).await.is_err() {
-                if let Some(app) = self.builtin_application(app_id) {
-                    let rec =
-                        Record::from_value(kinds::APPLICATION, &app.id, &app)?.with_key(app.app_id.clone());
-                    self.store.insert(rec).await?;
-                }
+            if self.get_application(app_id).await.is_err()
+                && let Some(app) = self.builtin_application(app_id)
+            {
+                let rec = Record::from_value(kinds::APPLICATION, &app.id, &app)?.with_key(app.app_id.clone());
+                self.store.insert(rec).await?;
             }
             if self.find_service_principal(app_id).await?.is_none() {
                 self.create_service_principal(app_id).await?;

@@ -68,6 +68,9 @@ pub struct AuditEvent {
     pub details: Value,
 }
 
+/// Entries queued for the writer at most; past that, writers wait.
+const LOG_QUEUE: usize = 8192;
+
 enum Msg {
     Entry(String, i64, Value),
     Flush(oneshot::Sender<()>),
@@ -76,7 +79,7 @@ enum Msg {
 /// The batching log writer.
 #[derive(Debug, Clone)]
 pub struct LogWriter {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -87,7 +90,7 @@ impl std::fmt::Debug for Msg {
 
 impl LogWriter {
     pub(crate) fn spawn(store: Arc<dyn Store>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (tx, mut rx) = mpsc::channel::<Msg>(LOG_QUEUE);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = Vec::new();
@@ -118,8 +121,15 @@ impl LogWriter {
         Self { tx }
     }
 
-    fn send(&self, stream: &str, at: i64, value: Value) {
-        if self.tx.send(Msg::Entry(stream.to_owned(), at, value)).is_err() {
+    /// Queues an entry. When the writer falls behind, this waits for room (backpressure) rather
+    /// than dropping entries or growing without bound.
+    async fn send(&self, stream: &str, at: i64, value: Value) {
+        if self
+            .tx
+            .send(Msg::Entry(stream.to_owned(), at, value))
+            .await
+            .is_err()
+        {
             tracing::error!(stream, "log writer stopped; entry dropped");
         }
     }
@@ -127,7 +137,7 @@ impl LogWriter {
     /// Waits until every entry sent before this call is stored.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(Msg::Flush(ack)).is_ok() {
+        if self.tx.send(Msg::Flush(ack)).await.is_ok() {
             let _ = done.await;
         }
     }
@@ -142,7 +152,7 @@ fn iso(at: i64) -> String {
 
 impl Directory {
     /// Records a sign-in attempt (batched).
-    pub fn log_sign_in(&self, e: SignInEvent) {
+    pub async fn log_sign_in(&self, e: SignInEvent) {
         let at = self.now();
         let value = json!({
             "id": self.new_id(),
@@ -163,7 +173,7 @@ impl Directory {
                 "failureReason": if e.error_code == 0 { "Other.".to_owned() } else { e.failure_reason },
             },
         });
-        self.logs.send(streams::SIGNIN, at, value);
+        self.logs.send(streams::SIGNIN, at, value).await;
     }
 
     /// Records an audited change durably before returning.

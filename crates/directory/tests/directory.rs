@@ -434,10 +434,12 @@ async fn totp_registration_and_replay() {
 async fn logs_are_readable_newest_first() {
     let e = env().await;
     for i in 0..3 {
-        e.dir.log_sign_in(usher_directory::SignInEvent {
-            user_principal_name: format!("u{i}"),
-            ..Default::default()
-        });
+        e.dir
+            .log_sign_in(usher_directory::SignInEvent {
+                user_principal_name: format!("u{i}"),
+                ..Default::default()
+            })
+            .await;
     }
     let log = e.dir.read_log("signin", 10).await.unwrap();
     assert_eq!(log.len(), 3);

@@ -371,18 +371,21 @@ impl Idp {
                     PasswordCheck::Valid(u) => (u, false),
                     PasswordCheck::MustChange(u) => (u, true),
                     PasswordCheck::Invalid => {
-                        self.log_interactive(&txn, &upn, "", 50126, BAD_CREDENTIALS, meta);
+                        self.log_interactive(&txn, &upn, "", 50126, BAD_CREDENTIALS, meta)
+                            .await;
                         self.save_txn(rec, &txn).await?;
                         return Ok(stage_view(&txn, Some(BAD_CREDENTIALS.into())));
                     }
                     PasswordCheck::Locked { .. } => {
                         let e = IdpError::locked();
-                        self.log_interactive(&txn, &upn, "", e.code, &e.description, meta);
+                        self.log_interactive(&txn, &upn, "", e.code, &e.description, meta)
+                            .await;
                         return Ok(stage_view(&txn, Some(e.description)));
                     }
                     PasswordCheck::Disabled(u) => {
                         let e = IdpError::disabled();
-                        self.log_interactive(&txn, &upn, &u.id, e.code, &e.description, meta);
+                        self.log_interactive(&txn, &upn, &u.id, e.code, &e.description, meta)
+                            .await;
                         return Ok(LoginStep::Failed {
                             message: "Your account has been disabled. Contact your administrator.".into(),
                         });
@@ -444,7 +447,8 @@ impl Idp {
                         50074,
                         "too many wrong verification codes",
                         meta,
-                    );
+                    )
+                    .await;
                     return Ok(LoginStep::Failed {
                         message: "Too many wrong codes. Start the sign-in again.".into(),
                     });
@@ -550,7 +554,7 @@ impl Idp {
                 let rec = Record::from_value(kinds::AUTH_CODE, usher_crypto::secret::digest(&code), &stored)?
                     .with_expiry(now + crate::grants::CODE_LIFETIME);
                 self.directory().store().insert(rec).await?;
-                self.log_interactive(&txn, &upn, &user_id, 0, "", meta);
+                self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
                 let mut params = vec![("code", code.as_str())];
                 if let Some(s) = &a.state {
                     params.push(("state", s.as_str()));
@@ -562,7 +566,7 @@ impl Idp {
                 client_name,
             } => {
                 self.approve_device(device_id, &user_id, &txn.amr).await?;
-                self.log_interactive(&txn, &upn, &user_id, 0, "", meta);
+                self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
                 Ok(LoginStep::DeviceApproved {
                     client_name: client_name.clone(),
                 })
@@ -570,7 +574,7 @@ impl Idp {
         }
     }
 
-    fn log_interactive(
+    async fn log_interactive(
         &self,
         txn: &Txn,
         upn: &str,
@@ -583,19 +587,21 @@ impl Idp {
             LoginPurpose::Authorize(a) => (a.client_id.clone(), a.client_name.clone(), "Browser"),
             LoginPurpose::Device { client_name, .. } => (String::new(), client_name.clone(), "Device code"),
         };
-        self.directory().log_sign_in(SignInEvent {
-            user_principal_name: upn.to_owned(),
-            user_id: user_id.to_owned(),
-            app_id,
-            app_display_name: app_name,
-            resource_id: String::new(),
-            ip_address: meta.ip.clone(),
-            client_app_used: via.into(),
-            authentication_methods: txn.amr.clone(),
-            error_code: code,
-            failure_reason: reason.to_owned(),
-            conditional_access_status: String::new(),
-            correlation_id: meta.correlation_id.clone(),
-        });
+        self.directory()
+            .log_sign_in(SignInEvent {
+                user_principal_name: upn.to_owned(),
+                user_id: user_id.to_owned(),
+                app_id,
+                app_display_name: app_name,
+                resource_id: String::new(),
+                ip_address: meta.ip.clone(),
+                client_app_used: via.into(),
+                authentication_methods: txn.amr.clone(),
+                error_code: code,
+                failure_reason: reason.to_owned(),
+                conditional_access_status: String::new(),
+                correlation_id: meta.correlation_id.clone(),
+            })
+            .await;
     }
 }

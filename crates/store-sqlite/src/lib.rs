@@ -12,6 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use usher_store::{LogEntry, Record, Store, StoreError, StoreResult};
 
+/// Rows per multi-row INSERT of log entries (3 parameters each).
+const LOG_ROWS_PER_STATEMENT: usize = 300;
+
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
 /// The SQLite store.
@@ -260,18 +263,23 @@ impl Store for SqliteStore {
     }
 
     async fn append_log(&self, entries: Vec<(String, i64, Value)>) -> StoreResult<Vec<i64>> {
+        // Many rows per statement: the sign-in log takes one entry per token request.
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let mut seqs = Vec::with_capacity(entries.len());
-        for (stream, at, data) in entries {
-            let seq: i64 =
-                sqlx::query_scalar("INSERT INTO log (stream, at, data) VALUES (?, ?, ?) RETURNING seq")
-                    .bind(stream)
-                    .bind(at)
-                    .bind(data.to_string())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            seqs.push(seq);
+        for chunk in entries.chunks(LOG_ROWS_PER_STATEMENT) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()];
+            let sql = format!(
+                "INSERT INTO log (stream, at, data) VALUES {} RETURNING seq",
+                rows.join(", ")
+            );
+            // Only placeholders are formatted into the statement; values are bound.
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for (stream, at, data) in chunk {
+                q = q.bind(stream.clone()).bind(*at).bind(data.to_string());
+            }
+            let mut got = q.fetch_all(&mut *tx).await.map_err(db_err)?;
+            got.sort_unstable();
+            seqs.extend(got);
         }
         tx.commit().await.map_err(db_err)?;
         Ok(seqs)

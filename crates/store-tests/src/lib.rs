@@ -243,6 +243,15 @@ pub async fn logs(s: DynStore) {
     assert_eq!(older.len(), 1);
     assert_eq!(s.read_log("audit", None, 10).await.unwrap().len(), 1);
     assert!(s.read_log("none", None, 10).await.unwrap().is_empty());
+    // A batch larger than one statement keeps every entry, in order.
+    let many: Vec<(String, i64, serde_json::Value)> = (0..700).map(|i| ("bulk".to_owned(), NOW, json!({"i": i}))).collect();
+    let seqs = s.append_log(many).await.unwrap();
+    assert_eq!(seqs.len(), 700);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let back = s.read_log("bulk", None, 1000).await.unwrap();
+    assert_eq!(back.len(), 700);
+    assert_eq!(back[0].data["i"], 699);
+    assert_eq!(back[699].data["i"], 0);
     s.ping().await.unwrap();
 }
 

@@ -61,7 +61,9 @@ struct FileConfig {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("USHER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -69,15 +71,26 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn open_store(database_url: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match database_url {
-        None => Arc::new(usher_store_sqlite::SqliteStore::open(&data_dir.join("usher.db")).await.context("opening the SQLite database")?),
-        Some(url) if url.starts_with("sqlite:") => {
-            Arc::new(usher_store_sqlite::SqliteStore::open_url(url).await.context("opening the SQLite database")?)
-        }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Arc::new(usher_store_postgres::PostgresStore::connect(url).await.context("connecting to PostgreSQL")?)
-        }
+        None => Arc::new(
+            usher_store_sqlite::SqliteStore::open(&data_dir.join("usher.db"))
+                .await
+                .context("opening the SQLite database")?,
+        ),
+        Some(url) if url.starts_with("sqlite:") => Arc::new(
+            usher_store_sqlite::SqliteStore::open_url(url)
+                .await
+                .context("opening the SQLite database")?,
+        ),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
+            usher_store_postgres::PostgresStore::connect(url)
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
         Some(_) => bail!("--database-url must start with postgres:// or sqlite:"),
     })
 }
@@ -99,47 +112,78 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display()))?
         }
         None => FileConfig::default(),
     };
-    let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
+    let log_format = args
+        .log_format
+        .or(file.log_format)
+        .unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
         bail!("log_format must be `text` or `json`");
     }
     init_logging(&log_format);
 
-    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("usher-data"));
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("usher-data"));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", data_dir.display()))?;
     }
-    let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
     let mut config = ServerConfig::new(data_dir.clone(), listen);
     config.public_url = args.public_url.or(file.public_url).unwrap_or_default();
-    config.domain = args.domain.or(file.domain).unwrap_or_else(|| "contoso.test".into());
+    config.domain = args
+        .domain
+        .or(file.domain)
+        .unwrap_or_else(|| "contoso.test".into());
     config.tls_cert = args.tls_cert.or(file.tls_cert);
     config.tls_key = args.tls_key.or(file.tls_key);
     config.at_rest_key = std::env::var("USHER_AT_REST_KEY").ok().map(Zeroizing::new);
-    config.bootstrap_password = std::env::var("USHER_BOOTSTRAP_PASSWORD").ok().filter(|p| !p.is_empty()).map(Zeroizing::new);
+    config.bootstrap_password = std::env::var("USHER_BOOTSTRAP_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Zeroizing::new);
     let database_url = args.database_url.or(file.database_url);
 
     let store = open_store(database_url.as_deref(), &data_dir).await?;
-    let server = usher_server::start(config, store).await.context("starting usherd")?;
+    let server = usher_server::start(config, store)
+        .await
+        .context("starting usherd")?;
     if server.bootstrapped {
-        tracing::info!(tenant = server.tenant_id, admin = server.admin_upn, "created the tenant");
-        eprintln!("usherd: created tenant {} with global administrator {}", server.tenant_id, server.admin_upn);
+        tracing::info!(
+            tenant = server.tenant_id,
+            admin = server.admin_upn,
+            "created the tenant"
+        );
+        eprintln!(
+            "usherd: created tenant {} with global administrator {}",
+            server.tenant_id, server.admin_upn
+        );
         if let Some(f) = &server.admin_password_file {
-            eprintln!("usherd: the administrator's generated password is in {} (mode 0600)", f.display());
+            eprintln!(
+                "usherd: the administrator's generated password is in {} (mode 0600)",
+                f.display()
+            );
         }
     }
     if let Some(ca) = &server.ca_path {
         eprintln!("usherd: CA certificate: {}", ca.display());
     }
-    eprintln!("usherd: listening on {} (public URL {})", server.addr, server.public_url);
+    eprintln!(
+        "usherd: listening on {} (public URL {})",
+        server.addr, server.public_url
+    );
     tracing::info!(addr = %server.addr, public_url = server.public_url, "listening");
 
     let stop = server.shutdown_handle();

@@ -42,24 +42,32 @@ impl Idp {
         };
         let grant = req.grant_type.clone();
         let result = self.dispatch(tenant, req, basic, meta, &mut attempt).await;
+        if attempt.upn.is_empty()
+            && !attempt.user_id.is_empty()
+            && let Ok(u) = self.directory().get_user(&attempt.user_id).await
+        {
+            attempt.upn = u.user_principal_name;
+        }
         let (code, reason) = match &result {
             Ok(_) => (0, String::new()),
             Err(e) => (e.code, e.description.clone()),
         };
-        self.directory().log_sign_in(SignInEvent {
-            user_principal_name: attempt.upn,
-            user_id: attempt.user_id,
-            app_id: attempt.app_id,
-            app_display_name: attempt.app_name,
-            resource_id: attempt.resource,
-            ip_address: meta.ip.clone(),
-            client_app_used: grant,
-            authentication_methods: attempt.methods,
-            error_code: code,
-            failure_reason: reason,
-            conditional_access_status: String::new(),
-            correlation_id: meta.correlation_id.clone(),
-        });
+        self.directory()
+            .log_sign_in(SignInEvent {
+                user_principal_name: attempt.upn,
+                user_id: attempt.user_id,
+                app_id: attempt.app_id,
+                app_display_name: attempt.app_name,
+                resource_id: attempt.resource,
+                ip_address: meta.ip.clone(),
+                client_app_used: grant,
+                authentication_methods: attempt.methods,
+                error_code: code,
+                failure_reason: reason,
+                conditional_access_status: String::new(),
+                correlation_id: meta.correlation_id.clone(),
+            })
+            .await;
         result
     }
 

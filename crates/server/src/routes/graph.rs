@@ -38,7 +38,7 @@ fn ctx(state: &AppState, what: &str) -> String {
 /// A parsed `$filter`: `prop eq 'value'` or `startswith(prop,'value')`.
 #[derive(Debug, PartialEq)]
 enum Filter {
-    Eq(String, String),
+    Eq(String, Value),
     StartsWith(String, String),
 }
 
@@ -54,9 +54,16 @@ fn parse_filter(q: &HashMap<String, String>) -> Result<Option<Filter>, ApiError>
             .map(|v| v.replace("''", "'"))
             .ok_or_else(|| {
                 ApiError::BadRequest(format!(
-                    "Invalid filter clause: `{raw}`; values must be in single quotes."
+                    "Invalid filter clause: `{raw}`; values must be in single quotes, or true/false."
                 ))
             })
+    };
+    let literal = |v: &str| -> Result<Value, ApiError> {
+        match v.trim() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            other => unquote(other).map(Value::String),
+        }
     };
     if let Some(inner) = f.strip_prefix("startswith(").and_then(|r| r.strip_suffix(')')) {
         let (prop, value) = inner
@@ -65,7 +72,7 @@ fn parse_filter(q: &HashMap<String, String>) -> Result<Option<Filter>, ApiError>
         return Ok(Some(Filter::StartsWith(prop.trim().to_owned(), unquote(value)?)));
     }
     if let Some((prop, value)) = f.split_once(" eq ") {
-        return Ok(Some(Filter::Eq(prop.trim().to_owned(), unquote(value)?)));
+        return Ok(Some(Filter::Eq(prop.trim().to_owned(), literal(value)?)));
     }
     Err(ApiError::BadRequest(format!(
         "Unsupported filter `{raw}`: use `property eq 'value'` or `startswith(property,'value')`."
@@ -74,9 +81,9 @@ fn parse_filter(q: &HashMap<String, String>) -> Result<Option<Filter>, ApiError>
 
 fn filter_matches(f: &Option<Filter>, obj: &Value, allowed: &[&str]) -> Result<bool, ApiError> {
     let Some(f) = f else { return Ok(true) };
-    let (prop, value, starts) = match f {
-        Filter::Eq(p, v) => (p, v, false),
-        Filter::StartsWith(p, v) => (p, v, true),
+    let (prop, wanted, starts) = match f {
+        Filter::Eq(p, v) => (p, v.clone(), false),
+        Filter::StartsWith(p, v) => (p, Value::String(v.clone()), true),
     };
     if !allowed.contains(&prop.as_str()) {
         return Err(ApiError::BadRequest(format!(
@@ -84,16 +91,11 @@ fn filter_matches(f: &Option<Filter>, obj: &Value, allowed: &[&str]) -> Result<b
             allowed.join(", ")
         )));
     }
-    let actual = obj
-        .get(prop.as_str())
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_lowercase();
-    let wanted = value.to_lowercase();
-    Ok(if starts {
-        actual.starts_with(&wanted)
-    } else {
-        actual == wanted
+    let actual = obj.get(prop.as_str()).cloned().unwrap_or(Value::Null);
+    Ok(match (&actual, &wanted) {
+        (Value::String(a), Value::String(w)) if starts => a.to_lowercase().starts_with(&w.to_lowercase()),
+        (Value::String(a), Value::String(w)) => a.eq_ignore_ascii_case(w),
+        (a, w) => a == w,
     })
 }
 
@@ -183,7 +185,7 @@ pub async fn list_users(
     Query(q): Q,
 ) -> Result<Json<Value>, ApiError> {
     // An exact UPN filter is answered from the index, without listing everyone.
-    if let Some(Filter::Eq(prop, upn)) = parse_filter(&q)?
+    if let Some(Filter::Eq(prop, Value::String(upn))) = parse_filter(&q)?
         && prop == "userPrincipalName"
     {
         let found = state.dir().find_user_by_upn(&upn).await?;
@@ -979,7 +981,7 @@ mod tests {
     fn filters_parse() {
         assert_eq!(
             parse_filter(&q("userPrincipalName eq 'a@b.c'")).ok().flatten(),
-            Some(Filter::Eq("userPrincipalName".into(), "a@b.c".into()))
+            Some(Filter::Eq("userPrincipalName".into(), json!("a@b.c")))
         );
         assert_eq!(
             parse_filter(&q("startswith(displayName,'An')")).ok().flatten(),
@@ -987,9 +989,17 @@ mod tests {
         );
         assert_eq!(
             parse_filter(&q("displayName eq 'O''Neil'")).ok().flatten(),
-            Some(Filter::Eq("displayName".into(), "O'Neil".into()))
+            Some(Filter::Eq("displayName".into(), json!("O'Neil")))
         );
         assert!(parse_filter(&q("displayName eq unquoted")).is_err());
+        assert_eq!(
+            parse_filter(&q("accountEnabled eq false")).ok().flatten(),
+            Some(Filter::Eq("accountEnabled".into(), json!(false)))
+        );
+        let f = parse_filter(&q("accountEnabled eq false")).ok().flatten();
+        let allowed = ["accountEnabled"];
+        assert!(filter_matches(&f, &json!({"accountEnabled": false}), &allowed).unwrap_or(false));
+        assert!(!filter_matches(&f, &json!({"accountEnabled": true}), &allowed).unwrap_or(true));
         assert!(parse_filter(&q("displayName ne 'x'")).is_err());
     }
 }

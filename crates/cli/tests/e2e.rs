@@ -1,0 +1,1005 @@
+//! The real `usher` binary against a real in-process usher server (`usher_testkit::spawn()`):
+//! password and device-code login, `account show`, the AADSTS errors, `ad user|group|sp|signin`,
+//! output formats and the authorisation of directory writes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use usher_testkit::{ADMIN_PASSWORD, TestServer};
+
+const ADMIN: &str = "admin@contoso.test";
+const VM_SIGN_IN_APP: &str = "372140e0-b3b7-4226-8ef9-d57986796201";
+const USER_PASSWORD: &str = "Correct-horse-77!";
+
+/// The result of one `usher` run.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0 and returns stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "usher failed: {self:?}");
+        &self.stdout
+    }
+
+    /// Asserts exit 0 and parses stdout as JSON.
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts exit 1 with an error on stderr that starts with `(code)`.
+    fn fails_with(&self, code: &str) {
+        assert_eq!(self.code, 1, "expected exit 1: {self:?}");
+        assert!(
+            self.stderr.starts_with(&format!("({code})")),
+            "expected ({code}) on stderr: {self:?}"
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "stdout should be empty on errors: {self:?}"
+        );
+    }
+}
+
+/// One `usher` installation: its own token cache, pointed at the test server.
+struct Cli {
+    config: tempfile::TempDir,
+    server: String,
+    ca: PathBuf,
+}
+
+impl Cli {
+    fn new(server: &TestServer) -> Self {
+        Cli {
+            config: tempfile::tempdir().unwrap(),
+            server: server.url.clone(),
+            ca: server.ca.clone(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher"));
+        cmd.args(args)
+            .env("USHER_CONFIG_DIR", self.config.path())
+            .env("USHER_SERVER", &self.server)
+            .env("USHER_CA_FILE", &self.ca)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[]).await
+    }
+
+    /// Runs with extra environment variables.
+    async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        let child = cmd.spawn().expect("spawn usher");
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("usher {args:?} did not finish within 60 s"))
+            .expect("usher output");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn login(&self, user: &str, password: &str) -> Run {
+        self.run(&["login", "--username", user, "--password", password])
+            .await
+    }
+
+    /// Signs in as the administrator and checks the answer of a user without subscriptions.
+    async fn login_admin(&self) {
+        let run = self.login(ADMIN, ADMIN_PASSWORD).await;
+        assert_eq!(run.json(), json!([]), "{run:?}");
+    }
+}
+
+async fn admin_cli(server: &TestServer) -> Cli {
+    let cli = Cli::new(server);
+    cli.login_admin().await;
+    cli
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_and_account_show() {
+    let server = usher_testkit::spawn().await;
+    let cli = Cli::new(&server);
+    let run = cli.run(&["account", "show"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("Please run 'usher login' to setup account."),
+        "{run:?}"
+    );
+
+    let run = cli.login(ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(run.ok().trim(), "[]", "{run:?}");
+    let run = cli
+        .run(&["account", "show", "--query", "user.name", "--output", "tsv"])
+        .await;
+    assert_eq!(run.ok(), "admin@contoso.test\n");
+    let account = cli.run(&["account", "show"]).await.json();
+    assert_eq!(account["tenantId"], server.tenant_id.as_str(), "{account}");
+    assert_eq!(account["user"], json!({"name": ADMIN, "type": "user"}));
+    assert_eq!(account["isDefault"], true);
+
+    // the cached token works against the API
+    let me = cli.run(&["ad", "user", "show", "--id", ADMIN]).await.json();
+    assert_eq!(me["userPrincipalName"], ADMIN);
+
+    // an exported but empty USHER_SERVER / USHER_CA_FILE means "not given": the cached
+    // sign-in's server and CA are used
+    let run = cli
+        .run_env(
+            &["ad", "user", "show", "--id", ADMIN, "--query", "id", "-o", "tsv"],
+            &[("USHER_SERVER", ""), ("USHER_CA_FILE", "")],
+        )
+        .await;
+    assert_eq!(run.ok().trim(), me["id"].as_str().unwrap());
+
+    let run = cli.run(&["logout"]).await;
+    assert_eq!(run.ok(), "");
+    let run = cli.run(&["account", "show"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_errors_carry_the_aadsts_code() {
+    let server = usher_testkit::spawn().await;
+    let cli = Cli::new(&server);
+
+    let run = cli.login(ADMIN, "Not-the-password-1").await;
+    run.fails_with("AADSTS50126");
+    assert!(
+        run.stderr.contains("AADSTS50126:"),
+        "the server's description is shown: {run:?}"
+    );
+
+    server.create_user("temp@contoso.test", USER_PASSWORD, true).await;
+    cli.login("temp@contoso.test", USER_PASSWORD)
+        .await
+        .fails_with("AADSTS50055");
+
+    let id = server.create_user("off@contoso.test", USER_PASSWORD, false).await;
+    let admin = server.admin_token().await;
+    let (status, body) = server
+        .api(
+            "PATCH",
+            &format!("/v1.0/users/{id}"),
+            &admin,
+            Some(json!({"accountEnabled": false})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    cli.login("off@contoso.test", USER_PASSWORD)
+        .await
+        .fails_with("AADSTS50057");
+
+    // no failed login left a session behind
+    let run = cli.run(&["account", "show"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_lifecycle() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    let ann_cli = Cli::new(&server);
+
+    let created = cli
+        .run(&[
+            "ad",
+            "user",
+            "create",
+            "--display-name",
+            "Ann",
+            "--user-principal-name",
+            "ann@contoso.test",
+            "--password",
+            USER_PASSWORD,
+        ])
+        .await
+        .json();
+    assert_eq!(created["userPrincipalName"], "ann@contoso.test", "{created}");
+    assert_eq!(created["displayName"], "Ann");
+    let ann_id = created["id"].as_str().expect("id").to_owned();
+
+    let list = cli.run(&["ad", "user", "list"]).await.json();
+    let users = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a bare array: {list}"));
+    assert!(
+        users.iter().any(|u| u["userPrincipalName"] == "ann@contoso.test"),
+        "{list}"
+    );
+    assert!(users.iter().any(|u| u["userPrincipalName"] == ADMIN), "{list}");
+    let filtered = cli
+        .run(&["ad", "user", "list", "--upn", "ann@contoso.test"])
+        .await
+        .json();
+    assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered}");
+
+    let shown = cli
+        .run(&["ad", "user", "show", "--id", "ann@contoso.test"])
+        .await
+        .json();
+    assert_eq!(shown["id"], ann_id.as_str(), "{shown}");
+    assert_eq!(shown["userPrincipalName"], "ann@contoso.test");
+    assert_eq!(shown["displayName"], "Ann");
+    let by_id = cli.run(&["ad", "user", "show", "--id", &ann_id]).await.json();
+    assert_eq!(by_id["userPrincipalName"], "ann@contoso.test");
+
+    // Ann can sign in with the password she was given (not temporary by default)
+    let run = ann_cli.login("ann@contoso.test", USER_PASSWORD).await;
+    assert_eq!(run.json(), json!([]));
+
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "update",
+            "--id",
+            "ann@contoso.test",
+            "--account-enabled",
+            "false",
+        ])
+        .await;
+    assert_eq!(run.ok(), "", "update prints nothing");
+    let shown = cli
+        .run(&["ad", "user", "show", "--id", "ann@contoso.test"])
+        .await
+        .json();
+    assert_eq!(shown["accountEnabled"], false, "{shown}");
+    ann_cli
+        .login("ann@contoso.test", USER_PASSWORD)
+        .await
+        .fails_with("AADSTS50057");
+
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "update",
+            "--id",
+            &ann_id,
+            "--account-enabled",
+            "true",
+            "--mfa-state",
+            "enforced",
+        ])
+        .await;
+    assert_eq!(run.ok(), "");
+    ann_cli
+        .login("ann@contoso.test", USER_PASSWORD)
+        .await
+        .fails_with("AADSTS50076");
+
+    let run = cli
+        .run(&["ad", "user", "update", "--id", &ann_id, "--display-name", "Ann B"])
+        .await;
+    assert_eq!(run.ok(), "");
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "show",
+            "--id",
+            &ann_id,
+            "--query",
+            "displayName",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), "Ann B\n");
+
+    let run = cli
+        .run(&["ad", "user", "delete", "--id", "ann@contoso.test"])
+        .await;
+    assert_eq!(run.ok(), "", "delete prints nothing");
+    cli.run(&["ad", "user", "show", "--id", "ann@contoso.test"])
+        .await
+        .fails_with("Request_ResourceNotFound");
+    cli.run(&["ad", "user", "delete", "--id", "ann@contoso.test"])
+        .await
+        .fails_with("Request_ResourceNotFound");
+    let list = cli
+        .run(&["ad", "user", "list", "--query", "[].userPrincipalName"])
+        .await
+        .json();
+    assert_eq!(list, json!([ADMIN]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commands() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    let bob = server.create_user("bob@contoso.test", USER_PASSWORD, false).await;
+
+    let group = cli
+        .run(&[
+            "ad",
+            "group",
+            "create",
+            "--display-name",
+            "VM Admins",
+            "--mail-nickname",
+            "vmadmins",
+            "--description",
+            "admins of the VMs",
+        ])
+        .await
+        .json();
+    assert_eq!(group["displayName"], "VM Admins", "{group}");
+    let gid = group["id"].as_str().expect("group id").to_owned();
+
+    let list = cli
+        .run(&["ad", "group", "list", "--query", "[].displayName"])
+        .await
+        .json();
+    assert!(
+        list.as_array().is_some_and(|l| l.contains(&json!("VM Admins"))),
+        "{list}"
+    );
+    let shown = cli.run(&["ad", "group", "show", "-g", "VM Admins"]).await.json();
+    assert_eq!(shown["id"], gid.as_str());
+
+    let run = cli
+        .run(&[
+            "ad",
+            "group",
+            "member",
+            "add",
+            "-g",
+            "VM Admins",
+            "--member-id",
+            &bob,
+        ])
+        .await;
+    assert_eq!(run.ok(), "", "member add prints nothing");
+    let members = cli
+        .run(&["ad", "group", "member", "list", "-g", "VM Admins"])
+        .await
+        .json();
+    let members = members
+        .as_array()
+        .unwrap_or_else(|| panic!("not a bare array: {members}"))
+        .clone();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["id"], bob.as_str());
+    assert_eq!(members[0]["userPrincipalName"], "bob@contoso.test");
+    let run = cli
+        .run(&[
+            "ad",
+            "group",
+            "member",
+            "list",
+            "-g",
+            &gid,
+            "--query",
+            "[].userPrincipalName",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), "bob@contoso.test\n");
+    let check = cli
+        .run(&[
+            "ad",
+            "group",
+            "member",
+            "check",
+            "-g",
+            "VM Admins",
+            "--member-id",
+            &bob,
+        ])
+        .await
+        .json();
+    assert_eq!(check, json!({"value": true}));
+
+    let run = cli
+        .run(&["ad", "group", "member", "remove", "-g", &gid, "--member-id", &bob])
+        .await;
+    assert_eq!(run.ok(), "");
+    let check = cli
+        .run(&["ad", "group", "member", "check", "-g", &gid, "--member-id", &bob])
+        .await
+        .json();
+    assert_eq!(check, json!({"value": false}));
+    assert_eq!(
+        cli.run(&["ad", "group", "member", "list", "-g", &gid])
+            .await
+            .json(),
+        json!([])
+    );
+
+    let run = cli.run(&["ad", "group", "delete", "-g", "VM Admins"]).await;
+    assert_eq!(run.ok(), "");
+    cli.run(&["ad", "group", "show", "-g", &gid])
+        .await
+        .fails_with("Request_ResourceNotFound");
+    cli.run(&["ad", "group", "show", "-g", "VM Admins"])
+        .await
+        .fails_with("Request_ResourceNotFound");
+    let list = cli
+        .run(&["ad", "group", "list", "--query", "[].displayName"])
+        .await
+        .json();
+    assert!(
+        !list.as_array().is_some_and(|l| l.contains(&json!("VM Admins"))),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_principals() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    let query = format!("[?appId=='{VM_SIGN_IN_APP}'].displayName");
+
+    let run = cli
+        .run(&["ad", "sp", "list", "--query", &query, "-o", "tsv"])
+        .await;
+    assert_eq!(run.ok(), "Azure Windows VM Sign-In\n");
+    let shown = cli
+        .run(&["ad", "sp", "show", "--id", VM_SIGN_IN_APP])
+        .await
+        .json();
+    assert_eq!(shown["appId"], VM_SIGN_IN_APP, "{shown}");
+    let by_name = cli
+        .run(&[
+            "ad",
+            "sp",
+            "list",
+            "--display-name",
+            "VM Sign-In",
+            "--query",
+            "[].appId",
+        ])
+        .await
+        .json();
+    assert_eq!(by_name, json!([VM_SIGN_IN_APP]));
+
+    let run = cli.run(&["ad", "sp", "delete", "--id", VM_SIGN_IN_APP]).await;
+    assert_eq!(run.ok(), "");
+    let run = cli
+        .run(&["ad", "sp", "list", "--query", &query, "-o", "tsv"])
+        .await;
+    assert_eq!(run.ok(), "", "the service principal is gone");
+    cli.run(&["ad", "sp", "show", "--id", VM_SIGN_IN_APP])
+        .await
+        .fails_with("Request_ResourceNotFound");
+
+    let created = cli
+        .run(&["ad", "sp", "create", "--id", VM_SIGN_IN_APP])
+        .await
+        .json();
+    assert_eq!(created["appId"], VM_SIGN_IN_APP, "{created}");
+    assert_eq!(created["displayName"], "Azure Windows VM Sign-In");
+    let run = cli
+        .run(&["ad", "sp", "list", "--query", &query, "-o", "tsv"])
+        .await;
+    assert_eq!(run.ok(), "Azure Windows VM Sign-In\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signin_log() {
+    let server = usher_testkit::spawn().await;
+    let cli = Cli::new(&server);
+    cli.login(ADMIN, "Not-the-password-1")
+        .await
+        .fails_with("AADSTS50126");
+    cli.login_admin().await;
+
+    let list = cli.run(&["ad", "signin", "list", "--top", "5"]).await.json();
+    let events = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a bare array: {list}"));
+    assert!(!events.is_empty() && events.len() <= 5, "{list}");
+    for e in events {
+        assert!(e["userPrincipalName"].is_string(), "{e}");
+        assert!(e["status"]["errorCode"].is_number(), "{e}");
+    }
+    // newest first: the successful sign-in, then the failure
+    assert_eq!(events[0]["userPrincipalName"], ADMIN);
+    assert_eq!(events[0]["status"]["errorCode"], 0, "{list}");
+    assert!(events.iter().any(|e| e["status"]["errorCode"] == 50126), "{list}");
+
+    let one = cli.run(&["ad", "signin", "list", "--top", "1"]).await.json();
+    assert_eq!(one.as_array().map(Vec::len), Some(1), "{one}");
+    let mine = cli
+        .run(&[
+            "ad",
+            "signin",
+            "list",
+            "--upn",
+            ADMIN,
+            "--query",
+            "[].userPrincipalName",
+        ])
+        .await
+        .json();
+    assert!(
+        mine.as_array()
+            .is_some_and(|l| !l.is_empty() && l.iter().all(|u| u == ADMIN)),
+        "{mine}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_formats() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    server
+        .create_user("carol@contoso.test", USER_PASSWORD, false)
+        .await;
+
+    let run = cli.run(&["ad", "user", "list", "-o", "table"]).await;
+    let table = run.ok();
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("UserPrincipalName") && header.contains("DisplayName"),
+        "{table}"
+    );
+    assert!(
+        !header.split_whitespace().any(|c| c == "Id"),
+        "az leaves id out of tables: {table}"
+    );
+    assert!(
+        table.contains("admin@contoso.test") && table.contains("carol@contoso.test"),
+        "{table}"
+    );
+
+    let run = cli.run(&["ad", "user", "list", "-o", "tsv"]).await;
+    let tsv = run.ok();
+    assert_eq!(tsv.lines().count(), 2, "one line per user: {tsv}");
+    for upn in [ADMIN, "carol@contoso.test"] {
+        assert!(
+            tsv.lines().any(|l| l.split('\t').any(|f| f == upn)),
+            "{upn} missing: {tsv}"
+        );
+    }
+    assert!(!tsv.contains('{') && !tsv.contains('"'), "tsv has no JSON: {tsv}");
+
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "list",
+            "--query",
+            "[].{upn:userPrincipalName, name:displayName}",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert!(
+        run.ok()
+            .lines()
+            .any(|l| l == "carol@contoso.test\tcarol@contoso.test"),
+        "{run:?}"
+    );
+
+    // the order of a multiselect hash is kept, also after a filter
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "list",
+            "--query",
+            "[?userPrincipalName=='carol@contoso.test'].{z:userPrincipalName, a:accountEnabled}",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), "carol@contoso.test\tTrue\n");
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "show",
+            "--id",
+            ADMIN,
+            "--query",
+            "{z:userPrincipalName, a:accountEnabled}",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), "admin@contoso.test\tTrue\n");
+
+    let run = cli.run(&["ad", "user", "list", "-o", "none"]).await;
+    assert_eq!(run.ok(), "");
+
+    let run = cli.run(&["ad", "user", "list", "-o", "jsonc"]).await;
+    assert!(
+        run.json().is_array(),
+        "jsonc is not coloured when not a terminal: {run:?}"
+    );
+
+    let run = cli.run(&["ad", "user", "list", "--query", "[?"]).await;
+    assert_eq!(run.code, 2, "bad --query is a usage error: {run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_admin_cannot_write_the_directory() {
+    let server = usher_testkit::spawn().await;
+    server
+        .create_user("dave@contoso.test", USER_PASSWORD, false)
+        .await;
+    let dave = Cli::new(&server);
+    assert_eq!(
+        dave.login("dave@contoso.test", USER_PASSWORD).await.json(),
+        json!([])
+    );
+    let run = dave
+        .run(&["account", "show", "--query", "user.name", "-o", "tsv"])
+        .await;
+    assert_eq!(run.ok(), "dave@contoso.test\n");
+
+    // reads are allowed to any signed-in user
+    let list = dave
+        .run(&["ad", "user", "list", "--query", "length(@)"])
+        .await
+        .json();
+    assert_eq!(list, json!(2));
+
+    dave.run(&[
+        "ad",
+        "user",
+        "create",
+        "--display-name",
+        "Eve",
+        "--user-principal-name",
+        "eve@contoso.test",
+        "--password",
+        USER_PASSWORD,
+    ])
+    .await
+    .fails_with("Authorization_RequestDenied");
+    dave.run(&[
+        "ad",
+        "group",
+        "create",
+        "--display-name",
+        "G",
+        "--mail-nickname",
+        "g",
+    ])
+    .await
+    .fails_with("Authorization_RequestDenied");
+    dave.run(&["ad", "user", "delete", "--id", ADMIN])
+        .await
+        .fails_with("Authorization_RequestDenied");
+    let admin = server.admin_token().await;
+    let (status, _) = server
+        .api("GET", "/v1.0/users/eve@contoso.test", &admin, None)
+        .await;
+    assert_eq!(status, 404, "the refused write did not happen");
+}
+
+/// The value of a hidden input `name` in an HTML form.
+fn hidden_input(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no input {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').expect("end of the value") + start;
+    html[start..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_code_login() {
+    let server = usher_testkit::spawn().await;
+    let cli = Cli::new(&server);
+    let mut child = cli.command(&["login"]).spawn().expect("spawn usher login");
+
+    // the CLI prints the server's message with the user code on stderr
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let message = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains("enter the code") {
+                return line;
+            }
+        }
+        panic!("usher login ended without printing a code");
+    })
+    .await
+    .expect("no device code message within 20 s");
+    assert!(
+        message.contains(&format!("{}/devicelogin", server.url)),
+        "{message}"
+    );
+    let code = message
+        .split("enter the code ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code in {message}"))
+        .to_owned();
+    // keep draining stderr so that the child never blocks on a full pipe
+    let rest_of_stderr = tokio::spawn(async move {
+        let mut rest = String::new();
+        let _ = lines.into_inner().read_to_string(&mut rest).await;
+        rest
+    });
+
+    // a browser completes the sign-in
+    let browser = server.client();
+    let r = browser
+        .get(format!("{}/devicelogin", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = browser
+        .post(format!("{}/devicelogin", server.url))
+        .form(&[("user_code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
+    let txn = hidden_input(&page, "txn");
+    assert_eq!(hidden_input(&page, "step"), "password", "{page}");
+    let r = browser
+        .post(format!("{}/{}/login", server.url, server.tenant_id))
+        .form(&[
+            ("txn", txn.as_str()),
+            ("step", "password"),
+            ("username", ADMIN),
+            ("password", ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let page = r.text().await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("id=\"done\""),
+        "the device sign-in did not finish: {page}"
+    );
+
+    // the CLI's next poll (every 5 s) gets the tokens
+    let mut stdout = child.stdout.take().expect("stdout");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("usher login did not finish within 30 s of the sign-in")
+        .expect("wait for usher login");
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).await.unwrap();
+    let err = rest_of_stderr.await.unwrap();
+    assert!(
+        status.success(),
+        "usher login failed: {status}; stdout {out}; stderr {err}"
+    );
+    assert_eq!(out.trim(), "[]", "stderr: {err}");
+
+    let run = cli
+        .run(&["account", "show", "--query", "user.name", "--output", "tsv"])
+        .await;
+    assert_eq!(run.ok(), "admin@contoso.test\n");
+    let run = cli
+        .run(&[
+            "ad",
+            "user",
+            "show",
+            "--id",
+            ADMIN,
+            "--query",
+            "userPrincipalName",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), "admin@contoso.test\n");
+}
+
+fn session_path(cli: &Cli) -> PathBuf {
+    cli.config.path().join("session.json")
+}
+
+fn read_session(cli: &Cli) -> Value {
+    serde_json::from_slice(&std::fs::read(session_path(cli)).unwrap()).unwrap()
+}
+
+fn write_session(cli: &Cli, session: &Value) {
+    std::fs::write(session_path(cli), serde_json::to_vec(session).unwrap()).unwrap();
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_access_token_is_refreshed_once_across_processes() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    let mut session = read_session(&cli);
+    let first_refresh = session["refreshToken"]
+        .as_str()
+        .expect("refresh token cached")
+        .to_owned();
+    let first_access = session["accessToken"]
+        .as_str()
+        .expect("access token cached")
+        .to_owned();
+    session["expiresOn"] = json!(unix_now() - 10);
+    write_session(&cli, &session);
+
+    // four processes find the token expired at once: one refreshes, the others use its result
+    let args = ["ad", "user", "list", "--query", "length(@)"];
+    let (a, b, c, d) = tokio::join!(cli.run(&args), cli.run(&args), cli.run(&args), cli.run(&args));
+    for run in [a, b, c, d] {
+        assert_eq!(run.json(), json!(1), "{run:?}");
+    }
+    let session = read_session(&cli);
+    assert_ne!(
+        session["refreshToken"],
+        first_refresh.as_str(),
+        "the rotated refresh token is saved"
+    );
+    assert_ne!(session["accessToken"], first_access.as_str());
+    assert!(
+        session["expiresOn"].as_i64().unwrap() > unix_now() + 300,
+        "{session}"
+    );
+    let refreshes = cli
+        .run(&[
+            "ad",
+            "signin",
+            "list",
+            "--query",
+            "[?clientAppUsed=='refresh_token'].status.errorCode",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        refreshes,
+        json!([0]),
+        "exactly one refresh, and no reuse of a rotated token"
+    );
+
+    // presenting the rotated refresh token again revokes the sign-in: the CLI says to log in
+    let mut stale = session.clone();
+    stale["refreshToken"] = json!(first_refresh);
+    stale["expiresOn"] = json!(unix_now() - 10);
+    write_session(&cli, &stale);
+    let run = cli.run(&["ad", "user", "list"]).await;
+    run.fails_with("AADSTS50173");
+    assert!(
+        run.stderr
+            .trim_end()
+            .ends_with("Please run 'usher login' to setup account."),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_and_client_secret() {
+    use base64::Engine as _;
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+
+    let app = cli
+        .run(&[
+            "ad",
+            "app",
+            "create",
+            "--display-name",
+            "e2e web",
+            "--web-redirect-uris",
+            "https://app.example/cb",
+            "--identifier-uris",
+            "api://e2e-web",
+        ])
+        .await
+        .json();
+    let app_id = app["appId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no appId: {app}"))
+        .to_owned();
+    assert_eq!(app["web"]["redirectUris"], json!(["https://app.example/cb"]));
+    let sp = cli.run(&["ad", "sp", "create", "--id", &app_id]).await.json();
+    assert_eq!(sp["appId"], app_id.as_str(), "{sp}");
+
+    let cred = cli
+        .run(&[
+            "ad",
+            "app",
+            "credential",
+            "reset",
+            "--id",
+            &app_id,
+            "--display-name",
+            "ci",
+        ])
+        .await
+        .json();
+    assert_eq!(cred["appId"], app_id.as_str(), "{cred}");
+    assert_eq!(cred["tenant"], server.tenant_id.as_str());
+    let secret = cred["password"].as_str().expect("password").to_owned();
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &app_id),
+            ("client_secret", &secret),
+            ("scope", &format!("{}/.default", server.url)),
+        ])
+        .await;
+    assert_eq!(status, 200, "the secret the CLI printed works: {body}");
+
+    let run = cli
+        .run(&[
+            "ad",
+            "app",
+            "show",
+            "--id",
+            &app_id,
+            "--query",
+            "displayName",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), "e2e web\n");
+    let listed = cli
+        .run(&["ad", "app", "list", "--app-id", &app_id, "--query", "[].appId"])
+        .await
+        .json();
+    assert_eq!(listed, json!([app_id]));
+
+    // a token for the application's API, obtained with the cached refresh token
+    let token = cli
+        .run(&["account", "get-access-token", "--resource", "api://e2e-web"])
+        .await
+        .json();
+    let payload = token["accessToken"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["tid"], server.tenant_id.as_str(), "{claims}");
+    assert!(
+        claims["aud"] == app_id.as_str() || claims["aud"] == "api://e2e-web",
+        "{claims}"
+    );
+    assert_eq!(token["tenant"], server.tenant_id.as_str());
+
+    let run = cli.run(&["ad", "app", "delete", "--id", &app_id]).await;
+    assert_eq!(run.ok(), "");
+    cli.run(&["ad", "app", "show", "--id", &app_id])
+        .await
+        .fails_with("Request_ResourceNotFound");
+}
