@@ -111,16 +111,7 @@ impl Directory {
     }
 
     async fn verify_hash(&self, password: &str, phc: &str) -> DirResult<bool> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| DirectoryError::Contended)?;
-        let pw = zeroize::Zeroizing::new(password.to_owned());
-        let phc = phc.to_owned();
-        tokio::task::spawn_blocking(move || usher_crypto::password::verify(&pw, &phc))
-            .await
-            .map_err(|e| DirectoryError::Invalid(e.to_string()))
+        self.hashing.verify(password, phc).await
     }
 
     async fn lockout_state(&self, user_id: &str) -> DirResult<Option<LockoutState>> {

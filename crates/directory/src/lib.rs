@@ -8,13 +8,13 @@ mod auth;
 mod bootstrap;
 mod error;
 mod groups;
+mod hashing;
 mod logs;
 pub mod model;
 mod users;
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use usher_core::{Clock, Rng};
 use usher_store::Store;
 
@@ -50,8 +50,8 @@ pub struct Directory {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn Rng>,
-    /// Caps concurrent argon2 hashes (memory = permits × 19 MiB).
-    hashing: Arc<Semaphore>,
+    /// Runs argon2 on a fixed pool of threads (CPU and memory = threads × 19 MiB).
+    hashing: hashing::HashPool,
     /// Key of the fingerprints of recently tried wrong passwords.
     fingerprint_key: Arc<[u8]>,
     sealing: Arc<usher_crypto::at_rest::SealingKey>,
@@ -70,13 +70,14 @@ impl Directory {
         sealing: Arc<usher_crypto::at_rest::SealingKey>,
         fingerprint_key: Arc<[u8]>,
     ) -> Self {
-        let hashing_permits = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+        let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
         let logs = LogWriter::spawn(store.clone());
+        let hashing = hashing::HashPool::start(hashing_threads, rng.clone());
         Self {
             store,
             clock,
             rng,
-            hashing: Arc::new(Semaphore::new(hashing_permits)),
+            hashing,
             fingerprint_key,
             sealing,
             lockout: LockoutPolicy::default(),

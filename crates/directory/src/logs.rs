@@ -70,6 +70,10 @@ pub struct AuditEvent {
 
 /// Entries queued for the writer at most; past that, writers wait.
 const LOG_QUEUE: usize = 8192;
+/// Entries written in one transaction at most.
+const MAX_BATCH: usize = 2000;
+/// How long the writer gathers entries before writing (a flush request writes at once).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum Msg {
     Entry(String, i64, Value),
@@ -95,22 +99,35 @@ impl LogWriter {
             while let Some(first) = rx.recv().await {
                 let mut batch = Vec::new();
                 let mut flushes = Vec::new();
-                let mut next = Some(first);
-                while let Some(msg) = next {
-                    match msg {
-                        Msg::Entry(s, at, v) => batch.push((s, at, v)),
-                        Msg::Flush(ack) => flushes.push(ack),
+                let take = |msg: Msg,
+                            batch: &mut Vec<(String, i64, Value)>,
+                            flushes: &mut Vec<oneshot::Sender<()>>| match msg {
+                    Msg::Entry(s, at, v) => batch.push((s, at, v)),
+                    Msg::Flush(ack) => flushes.push(ack),
+                };
+                take(first, &mut batch, &mut flushes);
+                // Under load, gather entries for a moment so one transaction (one fsync) carries many.
+                let deadline = tokio::time::Instant::now() + GATHER;
+                while batch.len() < MAX_BATCH && flushes.is_empty() {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(msg)) => take(msg, &mut batch, &mut flushes),
+                        Ok(None) | Err(_) => break,
                     }
-                    next = if batch.len() < 1000 {
-                        rx.try_recv().ok()
-                    } else {
-                        None
-                    };
+                }
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(msg) => take(msg, &mut batch, &mut flushes),
+                        Err(_) => break,
+                    }
                 }
                 if !batch.is_empty() {
                     let n = batch.len();
-                    if let Err(e) = store.append_log(batch).await {
-                        tracing::error!(error = %e, lost = n, "could not write log entries");
+                    if let Err(first_error) = store.append_log(batch.clone()).await {
+                        tracing::warn!(error = %first_error, "could not write log entries; retrying once");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        if let Err(e) = store.append_log(batch).await {
+                            tracing::error!(error = %e, lost = n, "could not write log entries");
+                        }
                     }
                 }
                 for ack in flushes {

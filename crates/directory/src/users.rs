@@ -92,17 +92,7 @@ impl Directory {
     }
 
     pub(crate) async fn hash_password(&self, password: &str) -> DirResult<String> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| DirectoryError::Contended)?;
-        let rng = self.rng.clone();
-        let pw = zeroize::Zeroizing::new(password.to_owned());
-        let hashed = tokio::task::spawn_blocking(move || usher_crypto::password::hash(&pw, rng.as_ref()))
-            .await
-            .map_err(|e| DirectoryError::Invalid(e.to_string()))??;
-        Ok(hashed)
+        self.hashing.hash(password).await
     }
 
     /// Creates a user.

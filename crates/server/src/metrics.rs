@@ -42,15 +42,18 @@ impl Metrics {
 
 /// Counts requests and records their latency.
 pub async fn track(State(_): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
+    let labels = [
+        (
+            "route",
+            route.as_ref().map_or("unmatched", MatchedPath::as_str).to_owned(),
+        ),
+        ("method", method.as_str().to_owned()),
+        ("status", resp.status().as_str().to_owned()),
+    ];
     metrics::counter!("usher_http_requests_total", &labels).increment(1);
     metrics::histogram!("usher_http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     resp

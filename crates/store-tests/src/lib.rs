@@ -244,7 +244,9 @@ pub async fn logs(s: DynStore) {
     assert_eq!(s.read_log("audit", None, 10).await.unwrap().len(), 1);
     assert!(s.read_log("none", None, 10).await.unwrap().is_empty());
     // A batch larger than one statement keeps every entry, in order.
-    let many: Vec<(String, i64, serde_json::Value)> = (0..700).map(|i| ("bulk".to_owned(), NOW, json!({"i": i}))).collect();
+    let many: Vec<(String, i64, serde_json::Value)> = (0..700)
+        .map(|i| ("bulk".to_owned(), NOW, json!({"i": i})))
+        .collect();
     let seqs = s.append_log(many).await.unwrap();
     assert_eq!(seqs.len(), 700);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
