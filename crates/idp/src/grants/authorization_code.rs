@@ -59,8 +59,7 @@ impl Idp {
         creds: &ClientCredentials,
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
-        let (client, method) = self.authenticate_client(creds).await?;
-        attempt.app_name.clone_from(&client.display_name);
+        let (client, method) = self.authenticated_client(creds, attempt).await?;
         let code = req
             .code
             .as_deref()

@@ -14,8 +14,7 @@ impl Idp {
         creds: &ClientCredentials,
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
-        let (app, method) = self.authenticate_client(creds).await?;
-        attempt.app_name.clone_from(&app.display_name);
+        let (app, method) = self.authenticated_client(creds, attempt).await?;
         if method == ClientAuthMethod::None {
             return Err(IdpError::client_credentials_required());
         }

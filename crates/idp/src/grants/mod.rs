@@ -28,6 +28,20 @@ pub(crate) struct Attempt {
 }
 
 impl Idp {
+    /// Authenticates the client of a grant and names it in the sign-in log.
+    pub(crate) async fn authenticated_client(
+        &self,
+        creds: &ClientCredentials,
+        attempt: &mut Attempt,
+    ) -> IdpResult<(
+        usher_directory::model::Application,
+        crate::client_auth::ClientAuthMethod,
+    )> {
+        let (client, method) = self.authenticate_client(creds).await?;
+        attempt.app_name.clone_from(&client.display_name);
+        Ok((client, method))
+    }
+
     /// Handles a token request. `basic` holds HTTP Basic client credentials, if any.
     pub async fn token(
         &self,

@@ -18,8 +18,7 @@ impl Idp {
         creds: &ClientCredentials,
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
-        let (client, method) = self.authenticate_client(creds).await?;
-        attempt.app_name.clone_from(&client.display_name);
+        let (client, method) = self.authenticated_client(creds, attempt).await?;
         if method != ClientAuthMethod::None || !client.is_public() || !self.tenant().allow_public_client_flows
         {
             return Err(IdpError::new(

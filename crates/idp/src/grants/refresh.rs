@@ -58,8 +58,7 @@ impl Idp {
         creds: &ClientCredentials,
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
-        let (client, method) = self.authenticate_client(creds).await?;
-        attempt.app_name.clone_from(&client.display_name);
+        let (client, method) = self.authenticated_client(creds, attempt).await?;
         attempt.methods.push("refreshToken".into());
         let token = req
             .refresh_token
