@@ -60,6 +60,38 @@ impl Directory {
         Ok(rec.decode()?)
     }
 
+    /// Changes the tenant's settings: its password policy and whether public clients may use the
+    /// password grant.
+    pub async fn update_tenant_settings(
+        &self,
+        password_policy: Option<usher_core::PasswordPolicy>,
+        allow_public_client_flows: Option<bool>,
+    ) -> DirResult<Tenant> {
+        if let Some(p) = &password_policy {
+            if !(8..=256).contains(&p.min_length) {
+                return Err(DirectoryError::Invalid(
+                    "minLength must be between 8 and 256".into(),
+                ));
+            }
+            if p.max_age_days == Some(0) {
+                return Err(DirectoryError::Invalid(
+                    "maxAgeDays must be at least 1 (omit it for no expiry)".into(),
+                ));
+            }
+        }
+        let tenant = self.tenant().await?;
+        self.modify::<Tenant, _>(kinds::TENANT, &tenant.id, |t| {
+            if let Some(p) = &password_policy {
+                t.password_policy = p.clone();
+            }
+            if let Some(a) = allow_public_client_flows {
+                t.allow_public_client_flows = a;
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     /// Reads, changes and writes back an object, retrying on concurrent changes.
     pub(crate) async fn modify<T, F>(&self, kind: &str, id: &str, mut change: F) -> DirResult<T>
     where

@@ -489,3 +489,47 @@ async fn a_refused_bootstrap_password_writes_nothing_and_a_retry_succeeds() {
         "valid"
     );
 }
+
+#[tokio::test]
+async fn an_expired_password_must_be_changed() {
+    let e = env().await;
+    user(&e.dir, "ann@contoso.test", "long enough pw").await;
+    let policy = usher_core::PasswordPolicy {
+        max_age_days: Some(1),
+        ..Default::default()
+    };
+    e.dir.update_tenant_settings(Some(policy), None).await.unwrap();
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "long enough pw")
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
+    e.clock.advance(2 * 86_400);
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "long enough pw")
+                .await
+                .unwrap()
+        ),
+        "mustchange"
+    );
+    let ann = e.dir.get_user("ann@contoso.test").await.unwrap();
+    e.dir
+        .change_own_password(&ann.id, "long enough pw", "a brand new one")
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "a brand new one")
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
+}

@@ -19,8 +19,9 @@ impl Idp {
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
-        if method != ClientAuthMethod::None || !client.is_public() || !self.tenant().allow_public_client_flows
-        {
+        // Read from the store: an administrator may change the setting at any time.
+        let allowed = self.directory().tenant().await?.allow_public_client_flows;
+        if method != ClientAuthMethod::None || !client.is_public() || !allowed {
             return Err(IdpError::new(
                 "invalid_client",
                 7000218,

@@ -168,6 +168,56 @@ async fn audit(
     Ok(())
 }
 
+fn tenant_json(t: &usher_directory::model::Tenant) -> Value {
+    json!({
+        "id": t.id,
+        "displayName": t.display_name,
+        "domains": t.domains,
+        "defaultSubscriptionId": t.default_subscription_id,
+        "allowPublicClientFlows": t.allow_public_client_flows,
+        "passwordPolicy": t.password_policy,
+    })
+}
+
+/// `GET /usher/tenant`: the tenant's settings.
+pub async fn get_tenant(State(state): State<AppState>, _c: Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(tenant_json(&state.dir().tenant().await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantPatch {
+    password_policy: Option<usher_core::PasswordPolicy>,
+    allow_public_client_flows: Option<bool>,
+}
+
+/// `PATCH /usher/tenant`: `{"passwordPolicy": {...}, "allowPublicClientFlows": bool}`.
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller
+        .require_role(&state, &[GLOBAL_ADMIN_ROLE], "changing tenant settings")
+        .await?;
+    let patch: TenantPatch = body(&bytes)?;
+    let t = state
+        .dir()
+        .update_tenant_settings(patch.password_policy, patch.allow_public_client_flows)
+        .await?;
+    let details = tenant_json(&t);
+    audit(
+        &state,
+        &caller,
+        "Update tenant settings",
+        "Core Directory",
+        (&t.id, &t.display_name, "Tenant"),
+        details.clone(),
+    )
+    .await?;
+    Ok(Json(details))
+}
+
 /// `GET /v1.0/me`.
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     if caller.is_app {

@@ -20,6 +20,10 @@ pub fn router(state: AppState) -> Router {
         .route("/usher/keys/rotate", post(ops::rotate_keys))
         .route("/usher/users/{id}/unlock", post(graph::unlock_user))
         .route(
+            "/usher/tenant",
+            get(graph::get_tenant).patch(graph::update_tenant),
+        )
+        .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(identity::discovery),
         )

@@ -433,3 +433,90 @@ async fn the_whole_flow_runs_on_postgres() {
     crate::helpers::assert_entra(st, &b, 400, "invalid_grant", 50053);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn tenant_settings_password_policy_and_public_client_flows() {
+    let s = spawn().await;
+    let admin = s.admin_token().await;
+    let (st, t) = s.api("GET", "/usher/tenant", &admin, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(t["passwordPolicy"]["minLength"], 8);
+    assert_eq!(
+        t["passwordPolicy"]["requireComplexity"], false,
+        "complexity is off by default"
+    );
+    assert_eq!(t["allowPublicClientFlows"], true);
+    // Complexity on: a long lower-case password is now refused.
+    let policy = json!({"passwordPolicy": {"minLength": 12, "requireComplexity": true}});
+    let (st, b) = s.api("PATCH", "/usher/tenant", &admin, Some(policy)).await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .api("POST", "/v1.0/users", &admin, Some(json!({"displayName": "c", "userPrincipalName": "c@contoso.test", "passwordProfile": {"password": "all lower case words"}})))
+        .await;
+    assert_eq!(st, 400);
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("three of"),
+        "{b}"
+    );
+    // Bad settings are refused and change nothing.
+    for bad in [
+        json!({"passwordPolicy": {"minLength": 4}}),
+        json!({"passwordPolicy": {"minLength": 8, "maxAgeDays": 0}}),
+        json!({"colour": "blue"}),
+    ] {
+        let (st, _) = s.api("PATCH", "/usher/tenant", &admin, Some(bad.clone())).await;
+        assert_eq!(st, 400, "{bad}");
+    }
+    assert_eq!(
+        s.api("GET", "/usher/tenant", &admin, None).await.1["passwordPolicy"]["minLength"],
+        12
+    );
+    // Public-client flows off: the CLI's password grant is refused at once.
+    let (st, _) = s
+        .api(
+            "PATCH",
+            "/usher/tenant",
+            &admin,
+            Some(json!({"allowPublicClientFlows": false})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, b) = s.password_token("admin@contoso.test", ADMIN_PASSWORD).await;
+    crate::helpers::assert_entra(st, &b, 401, "invalid_client", 7000218);
+    // Turned back on with the token issued before; then only a Global Administrator may change settings.
+    let (st, _) = s
+        .api(
+            "PATCH",
+            "/usher/tenant",
+            &admin,
+            Some(json!({"allowPublicClientFlows": true})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    s.create_user("eve@contoso.test", "Blue-river-72-Xy", false).await;
+    let (_, t) = s.password_token("eve@contoso.test", "Blue-river-72-Xy").await;
+    let eve = t["access_token"].as_str().unwrap().to_owned();
+    let (st, b) = s
+        .api(
+            "PATCH",
+            "/usher/tenant",
+            &eve,
+            Some(json!({"allowPublicClientFlows": false})),
+        )
+        .await;
+    assert_eq!(st, 403, "{b}");
+    assert_eq!(
+        s.api("GET", "/usher/tenant", &eve, None).await.1["allowPublicClientFlows"],
+        true
+    );
+    let (_, audit) = s
+        .api("GET", "/v1.0/auditLogs/directoryAudits", &admin, None)
+        .await;
+    let n = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["activityDisplayName"] == "Update tenant settings")
+        .count();
+    assert_eq!(n, 3, "every accepted change is audited, refused ones are not");
+}

@@ -64,6 +64,16 @@ async fn forged_and_misused_tokens_are_refused() {
     let (st, b) = me(&s, &t).await;
     assert_refused(st, &b, "is not a signing key of this issuer");
 
+    // A jku/x5u header naming the attacker's key set: headers never lead the server to fetch keys.
+    let mut h = Header::new(Algorithm::ES256);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some("attacker-kid".into());
+    h.jku = Some("https://evil.test/jwks.json".into());
+    h.x5u = Some("https://evil.test/cert.pem".into());
+    let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(attacker.pkcs8())).unwrap();
+    let (st, b) = me(&s, &t).await;
+    assert_refused(st, &b, "is not a signing key of this issuer");
+
     // Our kid, someone else's key.
     let impostor = usher_crypto::jwt::SigningKey::generate(&kid).unwrap();
     let t = impostor.sign(TokenKind::Access, &claims).unwrap();
