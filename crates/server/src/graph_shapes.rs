@@ -13,7 +13,6 @@ fn iso(at: i64) -> String {
 /// A user.
 pub fn user(u: &User) -> Value {
     json!({
-        "@odata.type": "#microsoft.graph.user",
         "id": u.id,
         "userPrincipalName": u.user_principal_name,
         "displayName": u.display_name,
@@ -31,7 +30,6 @@ pub fn user(u: &User) -> Value {
 /// A group.
 pub fn group(g: &Group) -> Value {
     json!({
-        "@odata.type": "#microsoft.graph.group",
         "id": g.id,
         "displayName": g.display_name,
         "mailNickname": g.mail_nickname,
@@ -46,7 +44,6 @@ pub fn group(g: &Group) -> Value {
 /// An application (secrets never, hints only).
 pub fn application(a: &Application) -> Value {
     json!({
-        "@odata.type": "#microsoft.graph.application",
         "id": a.id,
         "appId": a.app_id,
         "displayName": a.display_name,
@@ -70,7 +67,6 @@ pub fn application(a: &Application) -> Value {
 /// A service principal.
 pub fn service_principal(s: &ServicePrincipal) -> Value {
     json!({
-        "@odata.type": "#microsoft.graph.servicePrincipal",
         "id": s.id,
         "appId": s.app_id,
         "displayName": s.display_name,
@@ -81,11 +77,15 @@ pub fn service_principal(s: &ServicePrincipal) -> Value {
     })
 }
 
-/// Any directory object.
+/// Any directory object; in mixed collections Graph names each object's type.
 pub fn object(o: &DirectoryObject) -> Value {
-    match o {
-        DirectoryObject::User(u) => user(u),
-        DirectoryObject::Group(g) => group(g),
-        DirectoryObject::ServicePrincipal(s) => service_principal(s),
+    let (mut v, t) = match o {
+        DirectoryObject::User(u) => (user(u), "#microsoft.graph.user"),
+        DirectoryObject::Group(g) => (group(g), "#microsoft.graph.group"),
+        DirectoryObject::ServicePrincipal(s) => (service_principal(s), "#microsoft.graph.servicePrincipal"),
+    };
+    if let Some(m) = v.as_object_mut() {
+        m.insert("@odata.type".into(), Value::String(t.into()));
     }
+    v
 }
