@@ -14,6 +14,9 @@ use usher_store::{LogEntry, Record, Store, StoreError, StoreResult};
 /// Rows per multi-row INSERT of log entries (3 parameters each).
 const LOG_ROWS_PER_STATEMENT: usize = 300;
 
+/// Advisory lock key that serialises migrations across replicas ("usher" in ASCII).
+const MIGRATION_LOCK_ID: i64 = 0x7573_6865_72;
+
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
 /// The PostgreSQL store.
@@ -61,12 +64,20 @@ impl PostgresStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
+        // Several replicas may start at once: migrate in one transaction under an advisory lock,
+        // reading the schema version only once the lock is held.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK_ID)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
         let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
         let current = current.unwrap_or(0);
@@ -74,16 +85,15 @@ impl PostgresStore {
             if *version <= current {
                 continue;
             }
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
             sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db_err)?;
             sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
                 .bind(version)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)?;
             tracing::info!(version, "applied PostgreSQL migration");
         }
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 }
