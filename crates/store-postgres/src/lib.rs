@@ -15,7 +15,7 @@ use usher_store::{LogEntry, Record, Store, StoreError, StoreResult};
 const LOG_ROWS_PER_STATEMENT: usize = 300;
 
 /// Advisory lock key that serialises migrations across replicas ("usher" in ASCII).
-const MIGRATION_LOCK_ID: i64 = 0x7573_6865_72;
+const MIGRATION_LOCK_ID: i64 = 0x0075_7368_6572;
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
