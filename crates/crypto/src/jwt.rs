@@ -307,12 +307,12 @@ fn check_claims(claims: &Map<String, Value>, expect: &Expectations<'_>) -> Resul
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or(TokenError::MissingClaim("exp"))?;
-    if expect.now >= exp + LEEWAY_SECS {
+    if expect.now >= exp.saturating_add(LEEWAY_SECS) {
         return Err(TokenError::Expired);
     }
     if let Some(nbf) = claims.get("nbf") {
         let nbf = nbf.as_i64().ok_or(TokenError::MissingClaim("nbf"))?;
-        if expect.now + LEEWAY_SECS < nbf {
+        if expect.now.saturating_add(LEEWAY_SECS) < nbf {
             return Err(TokenError::NotYetValid);
         }
     }

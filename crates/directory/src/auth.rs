@@ -8,12 +8,61 @@
 //!   counted (the password is not even checked);
 //! - a wrong password equal to one of the last three wrong passwords is not counted again;
 //! - the 100th consecutive failure locks the account until an administrator unlocks it.
+//!
+//! Wrong one-time codes count as failures too (the count is of failed sign-in attempts, any
+//! factor), so knowing the password does not open an unlimited guess at the code: for a user who
+//! needs MFA, only the completed sign-in (the right code) resets the count. Checks for one user
+//! run one at a time, so parallel guesses cannot all pass the lock check first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 use usher_store::{Record, StoreError};
 
 use crate::model::{TotpMethod, User};
 use crate::{DirResult, Directory, DirectoryError, kinds};
+
+/// Longest password checked; longer input is refused without hashing.
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// Per-user gates serialising credential checks.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct UserGates(Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>);
+
+impl UserGates {
+    async fn enter(&self, user_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut map = match self.0.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if map.len() > 4096 {
+                map.retain(|_, w| w.strong_count() > 0);
+            }
+            match map.get(user_id).and_then(Weak::upgrade) {
+                Some(g) => g,
+                None => {
+                    let g = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(user_id.to_owned(), Arc::downgrade(&g));
+                    g
+                }
+            }
+        };
+        gate.lock_owned().await
+    }
+}
+
+/// The outcome of checking a one-time code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpCheck {
+    /// Right code, not used before.
+    Valid,
+    /// Wrong, reused, or no authenticator registered.
+    Invalid,
+    /// Locked by smart lockout.
+    Locked,
+}
 
 /// Smart-lockout settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,20 +122,18 @@ pub enum PasswordCheck {
 impl Directory {
     /// Checks a user's password, applying smart lockout.
     pub async fn check_password(&self, upn: &str, password: &str) -> DirResult<PasswordCheck> {
+        if password.chars().count() > MAX_PASSWORD_CHARS {
+            return Ok(PasswordCheck::Invalid);
+        }
         let Some(user) = self.find_user_by_upn(upn).await? else {
             // Spend the same work as a real check so timing does not reveal which names exist.
             let _ = self.verify_hash(password, DUMMY_HASH).await;
             return Ok(PasswordCheck::Invalid);
         };
+        let _gate = self.user_gates.enter(&user.id).await;
         let now = self.now();
-        let state = self.lockout_state(&user.id).await?;
-        if let Some(s) = &state {
-            if s.permanent {
-                return Ok(PasswordCheck::Locked { until: None });
-            }
-            if let Some(until) = s.locked_until.filter(|u| *u > now) {
-                return Ok(PasswordCheck::Locked { until: Some(until) });
-            }
+        if let Some(until) = self.locked(&user.id, now).await? {
+            return Ok(PasswordCheck::Locked { until });
         }
         let stored = user
             .password_hash
@@ -94,10 +141,12 @@ impl Directory {
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
         let ok = self.verify_hash(password, &stored).await? && user.password_hash.is_some();
         if !ok {
-            self.record_failure(&user.id, password, now).await?;
+            self.record_failure(&user.id, &format!("pwd\0{password}"), now)
+                .await?;
             return Ok(PasswordCheck::Invalid);
         }
-        if state.is_some() {
+        // With a second factor still to come, only the completed sign-in resets the count.
+        if !user.mfa_state.requires_mfa() {
             self.store.delete(kinds::LOCKOUT, &user.id, None).await?;
         }
         if !user.account_enabled {
@@ -110,6 +159,15 @@ impl Directory {
         Ok(PasswordCheck::Valid(Box::new(user)))
     }
 
+    /// When the user is locked: `Some(Some(until))` for a timed lock, `Some(None)` until an admin unlocks.
+    async fn locked(&self, user_id: &str, now: i64) -> DirResult<Option<Option<i64>>> {
+        Ok(match self.lockout_state(user_id).await? {
+            Some(s) if s.permanent => Some(None),
+            Some(s) => s.locked_until.filter(|u| *u > now).map(Some),
+            None => None,
+        })
+    }
+
     async fn verify_hash(&self, password: &str, phc: &str) -> DirResult<bool> {
         self.hashing.verify(password, phc).await
     }
@@ -119,8 +177,8 @@ impl Directory {
         Ok(rec.map(|r| r.decode()).transpose()?)
     }
 
-    async fn record_failure(&self, user_id: &str, password: &str, now: i64) -> DirResult<()> {
-        let fp = usher_crypto::secret::fingerprint(&self.fingerprint_key, &format!("{user_id}\0{password}"));
+    async fn record_failure(&self, user_id: &str, attempt: &str, now: i64) -> DirResult<()> {
+        let fp = usher_crypto::secret::fingerprint(&self.fingerprint_key, &format!("{user_id}\0{attempt}"));
         let policy = self.lockout;
         for _ in 0..20 {
             let existing = self.store.get(kinds::LOCKOUT, user_id, now).await?;
@@ -128,7 +186,11 @@ impl Directory {
                 Some(r) => r.decode()?,
                 None => LockoutState::default(),
             };
-            if state.recent_wrong.contains(&fp) {
+            // Attempts while locked are not counted; neither is a repeated wrong secret.
+            if state.permanent
+                || state.locked_until.is_some_and(|u| u > now)
+                || state.recent_wrong.contains(&fp)
+            {
                 return Ok(());
             }
             state.recent_wrong.push(fp.clone());
@@ -181,45 +243,64 @@ impl Directory {
     }
 
     /// Registers a TOTP authenticator whose secret the user was shown, once they prove it with a
-    /// current code. Returns whether the code was right.
+    /// current code. Returns whether the code was right. An authenticator registered meanwhile
+    /// (another sign-in) is never replaced.
     pub async fn register_totp(&self, user_id: &str, secret: &[u8], code: &str) -> DirResult<bool> {
+        let _gate = self.user_gates.enter(user_id).await;
         let now = self.now();
+        if self.locked(user_id, now).await?.is_some() {
+            return Ok(false);
+        }
         let Some(step) = usher_crypto::totp::verify(secret, code, now) else {
             return Ok(false);
         };
         let sealed = self
             .sealing
             .seal(secret, &format!("totp:{user_id}"), self.rng.as_ref())?;
+        let mut registered = false;
         self.modify::<User, _>(kinds::USER, user_id, |u| {
-            u.totp = Some(TotpMethod {
-                sealed_secret: sealed.clone(),
-                registered_at: now,
-                last_step: step,
-            });
+            registered = false;
+            if u.totp.is_none() {
+                u.totp = Some(TotpMethod {
+                    sealed_secret: sealed.clone(),
+                    registered_at: now,
+                    last_step: step,
+                });
+                registered = true;
+            }
             Ok(None)
         })
         .await?;
-        Ok(true)
+        if registered {
+            self.store.delete(kinds::LOCKOUT, user_id, None).await?;
+        }
+        Ok(registered)
     }
 
-    /// Checks a TOTP code; each code is accepted once.
-    pub async fn verify_totp(&self, user_id: &str, code: &str) -> DirResult<bool> {
+    /// Checks a TOTP code under smart lockout; each code is accepted once. A wrong code counts
+    /// as a failed sign-in; the right one completes the sign-in and resets the count.
+    pub async fn verify_totp(&self, user_id: &str, code: &str) -> DirResult<TotpCheck> {
+        let _gate = self.user_gates.enter(user_id).await;
+        let now = self.now();
+        if self.locked(user_id, now).await?.is_some() {
+            return Ok(TotpCheck::Locked);
+        }
         let user = self.get_user(user_id).await?;
         let Some(method) = &user.totp else {
-            return Ok(false);
+            return Ok(TotpCheck::Invalid);
         };
         let secret = self
             .sealing
             .open(&method.sealed_secret, &format!("totp:{}", user.id))?;
-        let now = self.now();
-        let Some(step) = usher_crypto::totp::verify(&secret, code, now) else {
-            return Ok(false);
+        let step = usher_crypto::totp::verify(&secret, code, now).filter(|s| *s > method.last_step);
+        let Some(step) = step else {
+            self.record_failure(&user.id, &format!("otp\0{code}"), now)
+                .await?;
+            return Ok(TotpCheck::Invalid);
         };
-        if step <= method.last_step {
-            return Ok(false);
-        }
         let mut replayed = false;
         self.modify::<User, _>(kinds::USER, &user.id, |u| {
+            replayed = false;
             match u.totp.as_mut() {
                 Some(m) if m.last_step < step => m.last_step = step,
                 _ => replayed = true,
@@ -227,7 +308,11 @@ impl Directory {
             Ok(None)
         })
         .await?;
-        Ok(!replayed)
+        if replayed {
+            return Ok(TotpCheck::Invalid);
+        }
+        self.store.delete(kinds::LOCKOUT, &user.id, None).await?;
+        Ok(TotpCheck::Valid)
     }
 }
 

@@ -123,7 +123,18 @@ impl Directory {
             }
         };
         let admin = match self.find_user_by_upn(&admin_upn).await? {
-            Some(a) => a,
+            // A resumed first start: the password reported now must be the one that works.
+            Some(a) => {
+                self.update_user(
+                    &a.id,
+                    crate::UserPatch {
+                        password: Some(password.to_string()),
+                        force_change_password_next_sign_in: Some(false),
+                        ..Default::default()
+                    },
+                )
+                .await?
+            }
             None => {
                 self.create_user(NewUser {
                     user_principal_name: admin_upn.clone(),
@@ -203,6 +214,18 @@ impl Directory {
             admin_upn,
             generated_password: generated.then_some(password),
         })
+    }
+
+    /// Gives a user a directory role (template id) directly.
+    pub async fn assign_directory_role(&self, user_id: &str, role: &str) -> DirResult<crate::model::User> {
+        let user = self.get_user(user_id).await?;
+        self.modify::<crate::model::User, _>(kinds::USER, &user.id, |u| {
+            if !u.directory_roles.iter().any(|r| r == role) {
+                u.directory_roles.push(role.to_owned());
+            }
+            Ok(None)
+        })
+        .await
     }
 
     /// Whether `user_id` holds one of `roles` directly or through a group.

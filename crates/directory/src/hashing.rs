@@ -19,10 +19,15 @@ enum Job {
     Verify(Zeroizing<String>, String, oneshot::Sender<bool>),
 }
 
+/// Hashes waiting or running at most; past that a sign-in is answered "busy, retry" at once
+/// rather than queueing without bound.
+const MAX_QUEUED: usize = 256;
+
 /// The hashing pool.
 #[derive(Clone)]
 pub(crate) struct HashPool {
     tx: mpsc::Sender<Job>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for HashPool {
@@ -62,11 +67,15 @@ impl HashPool {
                 tracing::error!(error = %e, "could not start a password hashing thread");
             }
         }
-        Self { tx }
+        Self {
+            tx,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED)),
+        }
     }
 
     /// Hashes a password.
     pub(crate) async fn hash(&self, password: &str) -> Result<String, DirectoryError> {
+        let _slot = self.slots.try_acquire().map_err(|_| DirectoryError::Contended)?;
         let (reply, done) = oneshot::channel();
         self.tx
             .send(Job::Hash(Zeroizing::new(password.to_owned()), reply))
@@ -78,6 +87,7 @@ impl HashPool {
 
     /// Verifies a password against a PHC string.
     pub(crate) async fn verify(&self, password: &str, phc: &str) -> Result<bool, DirectoryError> {
+        let _slot = self.slots.try_acquire().map_err(|_| DirectoryError::Contended)?;
         let (reply, done) = oneshot::channel();
         self.tx
             .send(Job::Verify(

@@ -19,7 +19,7 @@ use usher_core::{Clock, Rng};
 use usher_store::Store;
 
 pub use apps::NewApplication;
-pub use auth::{LockoutPolicy, PasswordCheck};
+pub use auth::{LockoutPolicy, PasswordCheck, TotpCheck};
 pub use bootstrap::{BootstrapOptions, BootstrapReport};
 pub use error::DirectoryError;
 pub use logs::{AuditEvent, LogWriter, SignInEvent};
@@ -58,6 +58,9 @@ pub struct Directory {
     lockout: LockoutPolicy,
     logs: LogWriter,
     apps_cache: apps::AppCache,
+    /// One gate per user: credential checks of a user run one at a time, so concurrent guesses
+    /// cannot all pass the lockout check before any failure is counted.
+    user_gates: auth::UserGates,
 }
 
 impl Directory {
@@ -83,6 +86,7 @@ impl Directory {
             lockout: LockoutPolicy::default(),
             logs,
             apps_cache: apps::AppCache::default(),
+            user_gates: auth::UserGates::default(),
         }
     }
 

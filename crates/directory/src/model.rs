@@ -80,6 +80,10 @@ pub struct User {
     /// Directory role template ids held directly.
     #[serde(default)]
     pub directory_roles: Vec<String>,
+    /// Refresh tokens of sign-ins before this time are refused (set by password resets and
+    /// changes and by disabling the account).
+    #[serde(default)]
+    pub refresh_tokens_valid_from: i64,
     /// Creation time.
     pub created_at: i64,
 }

@@ -169,6 +169,7 @@ impl Directory {
             mfa_state: MfaState::Disabled,
             totp: None,
             directory_roles: vec![],
+            refresh_tokens_valid_from: now,
             created_at: now,
         };
         let rec = Record::from_value(kinds::USER, &user.id, &user)?.with_key(upn.to_lowercase());
@@ -250,10 +251,14 @@ impl Directory {
                 }
                 if let Some(e) = patch.account_enabled {
                     u.account_enabled = e;
+                    if !e {
+                        u.refresh_tokens_valid_from = now;
+                    }
                 }
                 if let Some(h) = &new_hash {
                     u.password_hash = Some(h.clone());
                     u.password_set_at = now;
+                    u.refresh_tokens_valid_from = now;
                     // A password set by an administrator is temporary unless said otherwise.
                     u.force_change_password_next_sign_in =
                         patch.force_change_password_next_sign_in.unwrap_or(false);
@@ -291,6 +296,7 @@ impl Directory {
         self.modify::<User, _>(kinds::USER, &user.id, |u| {
             u.password_hash = Some(hash.clone());
             u.password_set_at = now;
+            u.refresh_tokens_valid_from = now;
             u.force_change_password_next_sign_in = false;
             Ok(None)
         })

@@ -412,14 +412,17 @@ async fn totp_registration_and_replay() {
     assert!(!e.dir.register_totp(&ann.id, &secret, "000000").await.unwrap() || code == "000000");
     assert!(e.dir.register_totp(&ann.id, &secret, &code).await.unwrap());
     assert!(
-        !e.dir.verify_totp(&ann.id, &code).await.unwrap(),
+        e.dir.verify_totp(&ann.id, &code).await.unwrap() == usher_directory::TotpCheck::Invalid,
         "the registration code cannot be replayed"
     );
     e.clock.advance(30);
     let next = usher_crypto::totp::code_at_step(&secret, usher_crypto::totp::step_of(now + 30), 6);
-    assert!(e.dir.verify_totp(&ann.id, &next).await.unwrap());
+    assert_eq!(
+        e.dir.verify_totp(&ann.id, &next).await.unwrap(),
+        usher_directory::TotpCheck::Valid
+    );
     assert!(
-        !e.dir.verify_totp(&ann.id, &next).await.unwrap(),
+        e.dir.verify_totp(&ann.id, &next).await.unwrap() == usher_directory::TotpCheck::Invalid,
         "a code is accepted once"
     );
     let stored = e.dir.get_user(&ann.id).await.unwrap();
@@ -531,5 +534,169 @@ async fn an_expired_password_must_be_changed() {
                 .unwrap()
         ),
         "valid"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_outrun_the_lockout() {
+    let e = env().await;
+    user(&e.dir, "ann@contoso.test", "the right pw").await;
+    // 40 different wrong passwords at once, then the right one in the same burst.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let d = e.dir.clone();
+        tasks.push(tokio::spawn(async move {
+            kind(
+                &d.check_password("ann@contoso.test", &format!("guess-{i}"))
+                    .await
+                    .unwrap(),
+            )
+        }));
+    }
+    let d = e.dir.clone();
+    tasks.push(tokio::spawn(async move {
+        kind(
+            &d.check_password("ann@contoso.test", "the right pw")
+                .await
+                .unwrap(),
+        )
+    }));
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let evaluated = results.iter().filter(|r| **r == "invalid").count();
+    let valid = results.iter().filter(|r| **r == "valid").count();
+    assert!(
+        evaluated <= 10 + valid * 9,
+        "at most the lock threshold is evaluated between resets: {results:?}"
+    );
+    // Whatever the interleaving, once ten failures landed the account is locked and stays locked.
+    if evaluated >= 10 {
+        assert_eq!(
+            kind(
+                &e.dir
+                    .check_password("ann@contoso.test", "the right pw")
+                    .await
+                    .unwrap()
+            ),
+            "locked"
+        );
+    }
+    // Attempts while locked were not counted: after the lock expires, one more failure does not lock again.
+    e.clock.advance(61);
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "one more wrong")
+                .await
+                .unwrap()
+        ),
+        "invalid"
+    );
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "the right pw")
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
+}
+
+#[tokio::test]
+async fn wrong_codes_count_toward_lockout_and_a_password_does_not_reset_them() {
+    let e = env().await;
+    let ann = user(&e.dir, "ann@contoso.test", "the right pw").await;
+    e.dir
+        .update_user(
+            &ann.id,
+            UserPatch {
+                mfa_state: Some(usher_core::MfaState::Enforced),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let secret = usher_crypto::totp::generate_secret(&SystemRng);
+    let now = 1_800_000_000;
+    let code = usher_crypto::totp::code_at_step(&secret, usher_crypto::totp::step_of(now), 6);
+    assert!(e.dir.register_totp(&ann.id, &secret, &code).await.unwrap());
+    // An attacker with the password alternates: password (accepted), then wrong codes.
+    let mut wrong = 0;
+    for round in 0..4 {
+        assert!(matches!(
+            e.dir
+                .check_password("ann@contoso.test", "the right pw")
+                .await
+                .unwrap(),
+            PasswordCheck::Valid(_) | PasswordCheck::Locked { .. }
+        ));
+        for i in 0..4 {
+            let guess = format!("{:06}", (round * 10 + i) * 7919 % 1_000_000);
+            if guess != code {
+                let r = e.dir.verify_totp(&ann.id, &guess).await.unwrap();
+                if r == usher_directory::TotpCheck::Invalid {
+                    wrong += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        wrong <= 10,
+        "no more than the threshold of codes is ever evaluated: {wrong}"
+    );
+    assert_eq!(
+        e.dir.verify_totp(&ann.id, "123456").await.unwrap(),
+        usher_directory::TotpCheck::Locked
+    );
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("ann@contoso.test", "the right pw")
+                .await
+                .unwrap()
+        ),
+        "locked"
+    );
+    // A second registration never replaces the first authenticator.
+    let other = usher_crypto::totp::generate_secret(&SystemRng);
+    e.clock.advance(3600);
+    let c2 = usher_crypto::totp::code_at_step(&other, usher_crypto::totp::step_of(now + 3600), 6);
+    assert!(!e.dir.register_totp(&ann.id, &other, &c2).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_resumed_first_start_reports_a_password_that_works() {
+    let e = env().await;
+    // Pretend the first start stopped after creating the admin: the tenant is not marked complete.
+    let mut rec = e.dir.store().list("tenant", None, 1, 0).await.unwrap().remove(0);
+    rec.data["bootstrapComplete"] = serde_json::json!(false);
+    e.dir.store().update(rec).await.unwrap();
+    let r = e
+        .dir
+        .bootstrap(BootstrapOptions {
+            domain: "contoso.test".into(),
+            display_name: "C".into(),
+            admin_password: None,
+        })
+        .await
+        .unwrap();
+    assert!(r.created && r.tenant.bootstrap_complete);
+    let generated = r.generated_password.unwrap();
+    assert_eq!(
+        kind(
+            &e.dir
+                .check_password("admin@contoso.test", &generated)
+                .await
+                .unwrap()
+        ),
+        "valid"
+    );
+    assert_eq!(
+        e.dir.list_users().await.unwrap().len(),
+        1,
+        "no second administrator"
     );
 }

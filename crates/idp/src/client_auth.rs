@@ -157,7 +157,7 @@ impl Idp {
             return Err(assertion_failed("sub must be the client id"));
         }
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-        if exp - now > MAX_ASSERTION_SECS {
+        if exp.saturating_sub(now) > MAX_ASSERTION_SECS {
             return Err(IdpError::new(
                 "invalid_client",
                 700024,
@@ -170,8 +170,7 @@ impl Idp {
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or_else(|| assertion_failed("the jti claim is required"))?;
         let id = format!("{}:{jti}", app.app_id);
-        let rec = Record::new(kinds::ASSERTION_JTI, id, Value::Null)
-            .with_expiry(exp + crate::keys::OVERLAP_SECS.min(3600));
+        let rec = Record::new(kinds::ASSERTION_JTI, id, Value::Null).with_expiry(exp.saturating_add(3600));
         match self.directory().store().insert(rec).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(IdpError::new(

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use usher_directory::{PasswordCheck, SignInEvent};
+use usher_directory::{PasswordCheck, SignInEvent, TotpCheck};
 use usher_store::Record;
 
 use crate::scopes::ScopeRequest;
@@ -56,6 +56,8 @@ pub enum AuthorizeError {
 pub enum LoginPurpose {
     /// An authorization request.
     Authorize(AuthorizeRequest),
+    /// Changing one's password at `/changepassword` (where AADSTS50055 sends users).
+    ChangePassword,
     /// Approving a device code (the record id of the device request).
     Device {
         /// Device record id.
@@ -151,6 +153,8 @@ pub enum LoginStep {
     },
     /// Redirect the browser (authorization response).
     Redirect(String),
+    /// The password was changed at `/changepassword`.
+    PasswordChanged,
     /// The device sign-in is approved; the device will get its tokens.
     DeviceApproved {
         /// Client display name.
@@ -324,6 +328,7 @@ impl Idp {
         match &txn.purpose {
             LoginPurpose::Authorize(a) => a.client_name.clone(),
             LoginPurpose::Device { client_name, .. } => client_name.clone(),
+            LoginPurpose::ChangePassword => "your account".into(),
         }
     }
 
@@ -345,7 +350,7 @@ impl Idp {
                     error,
                     username: txn.upn.clone().or_else(|| match &txn.purpose {
                         LoginPurpose::Authorize(a) => a.login_hint.clone(),
-                        LoginPurpose::Device { .. } => None,
+                        LoginPurpose::Device { .. } | LoginPurpose::ChangePassword => None,
                     }),
                     client_name: Self::client_name(txn),
                 },
@@ -394,7 +399,7 @@ impl Idp {
                 txn.user_id = Some(user.id.clone());
                 txn.upn = Some(user.user_principal_name.clone());
                 txn.amr = vec!["pwd".into()];
-                if must_change {
+                if must_change || matches!(txn.purpose, LoginPurpose::ChangePassword) {
                     txn.stage = Stage::ChangePassword;
                     self.save_txn(rec, &txn).await?;
                     return Ok(LoginStep::ChangePassword { error: None });
@@ -431,9 +436,23 @@ impl Idp {
             }
             (Stage::Totp, LoginInput::Totp { code }) => {
                 let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
-                if self.directory().verify_totp(&user_id, &code).await? {
-                    txn.amr = vec!["pwd".into(), "mfa".into(), "otp".into()];
-                    return self.complete(rec, txn, meta).await;
+                match self.directory().verify_totp(&user_id, &code).await? {
+                    TotpCheck::Valid => {
+                        txn.amr = vec!["pwd".into(), "mfa".into(), "otp".into()];
+                        return self.complete(rec, txn, meta).await;
+                    }
+                    TotpCheck::Locked => {
+                        txn.stage = Stage::Done;
+                        self.save_txn(rec, &txn).await?;
+                        let e = IdpError::locked();
+                        let upn = txn.upn.clone().unwrap_or_default();
+                        self.log_interactive(&txn, &upn, &user_id, e.code, &e.description, meta)
+                            .await;
+                        return Ok(LoginStep::Failed {
+                            message: e.description,
+                        });
+                    }
+                    TotpCheck::Invalid => {}
                 }
                 txn.totp_failures += 1;
                 if txn.totp_failures >= MAX_TOTP_FAILURES {
@@ -561,6 +580,10 @@ impl Idp {
                 }
                 Ok(LoginStep::Redirect(redirect_with(&a.redirect_uri, &params)))
             }
+            LoginPurpose::ChangePassword => {
+                self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
+                Ok(LoginStep::PasswordChanged)
+            }
             LoginPurpose::Device {
                 device_id,
                 client_name,
@@ -586,6 +609,7 @@ impl Idp {
         let (app_id, app_name, via) = match &txn.purpose {
             LoginPurpose::Authorize(a) => (a.client_id.clone(), a.client_name.clone(), "Browser"),
             LoginPurpose::Device { client_name, .. } => (String::new(), client_name.clone(), "Device code"),
+            LoginPurpose::ChangePassword => (String::new(), "Change password".to_owned(), "Browser"),
         };
         self.directory()
             .log_sign_in(SignInEvent {

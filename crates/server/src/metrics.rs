@@ -40,6 +40,21 @@ impl Metrics {
     }
 }
 
+/// A fixed set of method labels: arbitrary methods must not create new series.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts requests and records their latency.
 pub async fn track(State(_): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
@@ -51,7 +66,7 @@ pub async fn track(State(_): State<AppState>, req: Request, next: Next) -> Respo
             "route",
             route.as_ref().map_or("unmatched", MatchedPath::as_str).to_owned(),
         ),
-        ("method", method.as_str().to_owned()),
+        ("method", method_label(&method).to_owned()),
         ("status", resp.status().as_str().to_owned()),
     ];
     metrics::counter!("usher_http_requests_total", &labels).increment(1);

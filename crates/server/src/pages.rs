@@ -24,7 +24,9 @@ fn error_line(error: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-/// A page response that is never cached or framed.
+/// A page response that is never cached or framed. The policy has no `form-action`: browsers
+/// apply it to the redirect that follows a form post, which would block the redirect back to
+/// the application.
 pub fn page(status: StatusCode, html: String) -> Response {
     let mut resp = (status, Html(html)).into_response();
     let h = resp.headers_mut();
@@ -32,9 +34,7 @@ pub fn page(status: StatusCode, html: String) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
     );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp

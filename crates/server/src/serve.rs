@@ -198,14 +198,22 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
 
 fn spawn_janitor(state: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                 _ = stop.changed() => return,
             }
-            let now = state.dir().clock().now_unix();
-            if let Err(e) = state.dir().store().purge_expired(now).await {
-                tracing::warn!(error = %e, "could not purge expired records");
+            ticks += 1;
+            // Keys rotated by another replica, and retired keys past their overlap, take effect here.
+            if let Err(e) = state.idp.keys().reload(state.dir()).await {
+                tracing::warn!(error = %e, "could not reload signing keys");
+            }
+            if ticks.is_multiple_of(5) {
+                let now = state.dir().clock().now_unix();
+                if let Err(e) = state.dir().store().purge_expired(now).await {
+                    tracing::warn!(error = %e, "could not purge expired records");
+                }
             }
         }
     });

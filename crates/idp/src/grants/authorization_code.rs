@@ -91,21 +91,6 @@ impl Idp {
                 "OAuth2 Authorization code was already redeemed; the tokens it produced have been revoked.",
             ));
         }
-        stored.used = true;
-        let mut used = rec.clone();
-        used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
-        match store.update(used).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict { .. }) => {
-                self.revoke_family(&stored.family_id).await?;
-                return Err(IdpError::new(
-                    "invalid_grant",
-                    54005,
-                    "OAuth2 Authorization code was already redeemed.",
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
         if stored.client_id != client.app_id {
             return Err(IdpError::new(
                 "invalid_grant",
@@ -133,6 +118,22 @@ impl Idp {
         }
         if !usher_crypto::secret::ct_eq(&s256(verifier), &stored.code_challenge) {
             return Err(pkce_failed("the S256 hash of the code_verifier differs"));
+        }
+        // Only a request that passes every check spends the code.
+        stored.used = true;
+        let mut used = rec.clone();
+        used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
+        match store.update(used).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                self.revoke_family(&stored.family_id).await?;
+                return Err(IdpError::new(
+                    "invalid_grant",
+                    54005,
+                    "OAuth2 Authorization code was already redeemed.",
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
         let user = self
             .directory()

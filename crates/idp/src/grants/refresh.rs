@@ -108,6 +108,11 @@ impl Idp {
         if !user.account_enabled {
             return Err(IdpError::disabled());
         }
+        // A password reset or change since this sign-in revokes its refresh tokens.
+        if stored.auth_time < user.refresh_tokens_valid_from {
+            self.revoke_family(&stored.family_id).await?;
+            return Err(IdpError::grant_revoked());
+        }
         let scope_string = req
             .scope
             .clone()

@@ -84,3 +84,22 @@ impl Caller {
         self.upn.clone().unwrap_or_else(|| self.oid.clone())
     }
 }
+
+/// A caller signed in as a user: app-only tokens are refused, since usher grants no application
+/// permissions (Graph's `Directory.Read.All`) yet.
+#[derive(Debug, Clone)]
+pub struct UserCaller;
+
+impl FromRequestParts<AppState> for UserCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.is_app {
+            return Err(ApiError::Forbidden(
+                "Insufficient privileges to complete the operation: app-only tokens need an application permission to read the directory, and none is granted.".into(),
+            ));
+        }
+        Ok(Self)
+    }
+}

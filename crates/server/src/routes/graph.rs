@@ -16,7 +16,7 @@ use usher_core::well_known::{CLOUD_APP_ADMIN_ROLE, GLOBAL_ADMIN_ROLE, USER_ADMIN
 use usher_directory::model::DirectoryObject;
 use usher_directory::{AuditEvent, NewApplication, NewUser, UserPatch};
 
-use super::Caller;
+use super::{Caller, UserCaller};
 use crate::AppState;
 use crate::error::{ApiError, odata_list};
 use crate::graph_shapes as shape;
@@ -180,7 +180,7 @@ fn tenant_json(t: &usher_directory::model::Tenant) -> Value {
 }
 
 /// `GET /usher/tenant`: the tenant's settings.
-pub async fn get_tenant(State(state): State<AppState>, _c: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn get_tenant(State(state): State<AppState>, _c: UserCaller) -> Result<Json<Value>, ApiError> {
     Ok(Json(tenant_json(&state.dir().tenant().await?)))
 }
 
@@ -218,6 +218,42 @@ pub async fn update_tenant(
     Ok(Json(details))
 }
 
+/// A Global Administrator may only be changed by a Global Administrator: a User Administrator
+/// must not be able to take over a more privileged account.
+async fn protect_privileged_user(state: &AppState, caller: &Caller, user_id: &str) -> Result<(), ApiError> {
+    if state
+        .dir()
+        .has_directory_role(user_id, &[GLOBAL_ADMIN_ROLE])
+        .await?
+        && !state
+            .dir()
+            .has_directory_role(&caller.oid, &[GLOBAL_ADMIN_ROLE])
+            .await?
+    {
+        return Err(ApiError::Forbidden(
+            "Insufficient privileges to complete the operation: only a Global Administrator may change a Global Administrator.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Membership of a group that holds directory roles grants those roles: only a Global
+/// Administrator changes it.
+async fn protect_role_group(state: &AppState, caller: &Caller, group_id: &str) -> Result<(), ApiError> {
+    let g = state.dir().get_group(group_id).await?;
+    if !g.directory_roles.is_empty()
+        && !state
+            .dir()
+            .has_directory_role(&caller.oid, &[GLOBAL_ADMIN_ROLE])
+            .await?
+    {
+        return Err(ApiError::Forbidden(
+            "Insufficient privileges to complete the operation: this group holds directory roles; only a Global Administrator may change its members.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `GET /v1.0/me`.
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     if caller.is_app {
@@ -231,7 +267,7 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
 /// `GET /v1.0/users`.
 pub async fn list_users(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Query(q): Q,
 ) -> Result<Json<Value>, ApiError> {
     // An exact UPN filter is answered from the index, without listing everyone.
@@ -313,7 +349,7 @@ pub async fn create_user(
 /// `GET /v1.0/users/{id}`.
 pub async fn get_user(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::user(&state.dir().get_user(&id).await?)))
@@ -335,6 +371,8 @@ pub async fn update_user(
     bytes: Bytes,
 ) -> Result<StatusCode, ApiError> {
     caller.require_role(&state, USER_ADMINS, "updating users").await?;
+    let target = state.dir().get_user(&id).await?;
+    protect_privileged_user(&state, &caller, &target.id).await?;
     let b: UpdateUserBody = body(&bytes)?;
     let (password, force) = match b.password_profile {
         Some(p) => (p.password, p.force_change_password_next_sign_in),
@@ -376,6 +414,7 @@ pub async fn delete_user(
     if user.id == caller.oid {
         return Err(ApiError::BadRequest("You cannot delete your own account.".into()));
     }
+    protect_privileged_user(&state, &caller, &user.id).await?;
     state.dir().delete_user(&user.id).await?;
     audit(
         &state,
@@ -434,6 +473,8 @@ pub async fn set_mfa(
     caller
         .require_role(&state, USER_ADMINS, "changing per-user MFA")
         .await?;
+    let target = state.dir().get_user(&id).await?;
+    protect_privileged_user(&state, &caller, &target.id).await?;
     let b: Value = body(&bytes)?;
     let mfa: MfaState = b
         .get("perUserMfaState")
@@ -466,7 +507,7 @@ pub async fn set_mfa(
 /// `GET /v1.0/users/{id}/memberOf`.
 pub async fn user_member_of(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user = state.dir().get_user(&id).await?;
@@ -480,7 +521,7 @@ pub async fn user_member_of(
 /// `GET /v1.0/users/{id}/transitiveMemberOf`.
 pub async fn user_transitive_member_of(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user = state.dir().get_user(&id).await?;
@@ -494,7 +535,7 @@ pub async fn user_transitive_member_of(
 /// `GET /v1.0/groups`.
 pub async fn list_groups(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Query(q): Q,
 ) -> Result<Json<Value>, ApiError> {
     let groups: Vec<Value> = state
@@ -556,7 +597,7 @@ pub async fn create_group(
 /// `GET /v1.0/groups/{id}`.
 pub async fn get_group(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::group(&state.dir().get_group(&id).await?)))
@@ -571,6 +612,7 @@ pub async fn delete_group(
     caller
         .require_role(&state, USER_ADMINS, "deleting groups")
         .await?;
+    protect_role_group(&state, &caller, &id).await?;
     let g = state.dir().delete_group(&id).await?;
     audit(
         &state,
@@ -587,7 +629,7 @@ pub async fn delete_group(
 /// `GET /v1.0/groups/{id}/members`.
 pub async fn group_members(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let m = state.dir().members(&id).await?;
@@ -600,7 +642,7 @@ pub async fn group_members(
 /// `GET /v1.0/groups/{id}/transitiveMembers`.
 pub async fn group_transitive_members(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let m = state.dir().transitive_members(&id).await?;
@@ -620,6 +662,7 @@ pub async fn add_member(
     caller
         .require_role(&state, USER_ADMINS, "changing group membership")
         .await?;
+    protect_role_group(&state, &caller, &id).await?;
     let b: Value = body(&bytes)?;
     let reference = b
         .get("@odata.id")
@@ -653,6 +696,7 @@ pub async fn remove_member(
     caller
         .require_role(&state, USER_ADMINS, "changing group membership")
         .await?;
+    protect_role_group(&state, &caller, &id).await?;
     let g = state.dir().remove_member(&id, &member).await?;
     audit(
         &state,
@@ -669,7 +713,7 @@ pub async fn remove_member(
 /// `GET /v1.0/applications`.
 pub async fn list_apps(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Query(q): Q,
 ) -> Result<Json<Value>, ApiError> {
     let apps: Vec<Value> = state
@@ -743,7 +787,7 @@ pub async fn create_app(
 /// `GET /v1.0/applications/{id}`.
 pub async fn get_app(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::application(&state.dir().get_application(&id).await?)))
@@ -856,7 +900,7 @@ pub async fn add_key(
 /// `GET /v1.0/servicePrincipals`.
 pub async fn list_sps(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Query(q): Q,
 ) -> Result<Json<Value>, ApiError> {
     let sps: Vec<Value> = state
@@ -902,7 +946,7 @@ pub async fn create_sp(
 /// `GET /v1.0/servicePrincipals/{id}`.
 pub async fn get_sp(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(shape::service_principal(
@@ -935,7 +979,7 @@ pub async fn delete_sp(
 /// `POST /v1.0/directoryObjects/getByIds`.
 pub async fn get_by_ids(
     State(state): State<AppState>,
-    _c: Caller,
+    _c: UserCaller,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: Value = body(&bytes)?;

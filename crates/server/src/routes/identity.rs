@@ -252,6 +252,13 @@ fn render_step(state: &AppState, txn: &str, step: LoginStep) -> Response {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
+        LoginStep::PasswordChanged => pages::page(
+            StatusCode::OK,
+            pages::message(
+                "Password changed",
+                "Your password has been changed. Sign in again from your application.",
+            ),
+        ),
         LoginStep::DeviceApproved { client_name } => {
             pages::page(StatusCode::OK, pages::device_done(&client_name))
         }
@@ -336,6 +343,19 @@ pub async fn login_post(
     };
     match state.idp.login_step(&txn, input, &m).await {
         Ok(step) => render_step(&state, &txn, step),
+        Err(e) => error_page(&state, &m, &e),
+    }
+}
+
+/// `GET /changepassword`: sign in, then set a new password (where AADSTS50055 sends users).
+pub async fn changepassword_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let m = meta(&headers, None, &state);
+    let txn = match state.idp.start_login(LoginPurpose::ChangePassword).await {
+        Ok(t) => t,
+        Err(e) => return error_page(&state, &m, &e),
+    };
+    match state.idp.login_step(&txn, LoginInput::Show, &m).await {
+        Ok(s) => with_cookie(render_step(&state, &txn, s), &txn),
         Err(e) => error_page(&state, &m, &e),
     }
 }

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 
-pub use auth::Caller;
+pub use auth::{Caller, UserCaller};
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
             "/devicelogin",
             get(identity::devicelogin_get).post(identity::devicelogin_post),
         )
+        .route("/changepassword", get(identity::changepassword_get))
         .route("/common/userrealm/{upn}", get(identity::userrealm))
         .route("/v1.0/me", get(graph::me))
         .route("/v1.0/users", get(graph::list_users).post(graph::create_user))

@@ -520,3 +520,87 @@ async fn tenant_settings_password_policy_and_public_client_flows() {
         .count();
     assert_eq!(n, 3, "every accepted change is audited, refused ones are not");
 }
+
+#[tokio::test]
+async fn app_only_tokens_cannot_read_the_directory() {
+    let s = spawn().await;
+    let (app_id, obj) = s.create_app(json!({"displayName": "daemon"})).await;
+    let secret = s.add_secret(&obj).await;
+    let scope = format!("{}/.default", s.url);
+    let (_, t) = s
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &app_id),
+            ("client_secret", &secret),
+            ("scope", &scope),
+        ])
+        .await;
+    let app_token = t["access_token"].as_str().unwrap().to_owned();
+    for path in [
+        "/v1.0/users",
+        "/v1.0/groups",
+        "/v1.0/servicePrincipals",
+        "/v1.0/applications",
+        "/usher/tenant",
+    ] {
+        let (st, b) = s.api("GET", path, &app_token, None).await;
+        assert_eq!(st, 403, "{path}: {b}");
+        assert_eq!(b["error"]["code"], "Authorization_RequestDenied");
+    }
+}
+
+#[tokio::test]
+async fn a_user_administrator_cannot_take_over_a_global_administrator() {
+    let s = spawn().await;
+    let admin = s.admin_token().await;
+    let ua = s.create_user("ua@contoso.test", "Green-valley-81", false).await;
+    s.running()
+        .state
+        .dir()
+        .assign_directory_role(&ua, usher_core::well_known::USER_ADMIN_ROLE)
+        .await
+        .unwrap();
+    let (_, t) = s.password_token("ua@contoso.test", "Green-valley-81").await;
+    let ua_token = t["access_token"].as_str().unwrap().to_owned();
+    // A User Administrator manages ordinary users...
+    let bob = s.create_user("bob@contoso.test", "Blue-river-72", false).await;
+    let (st, _) = s
+        .api(
+            "PATCH",
+            &format!("/v1.0/users/{bob}"),
+            &ua_token,
+            Some(json!({"displayName": "Bob"})),
+        )
+        .await;
+    assert_eq!(st, 204);
+    // ...but not a Global Administrator: no password reset, no disabling, no MFA change, no deletion.
+    let (_, me) = s.api("GET", "/v1.0/me", &admin, None).await;
+    let ga = me["id"].as_str().unwrap().to_owned();
+    let attempts = [
+        (
+            "PATCH",
+            format!("/v1.0/users/{ga}"),
+            Some(json!({"passwordProfile": {"password": "Taken-over-pw-1"}})),
+        ),
+        (
+            "PATCH",
+            format!("/v1.0/users/{ga}"),
+            Some(json!({"accountEnabled": false})),
+        ),
+        (
+            "PATCH",
+            format!("/beta/users/{ga}/authentication/requirements"),
+            Some(json!({"perUserMfaState": "disabled"})),
+        ),
+        ("DELETE", format!("/v1.0/users/{ga}"), None),
+    ];
+    for (method, path, body) in attempts {
+        let (st, b) = s.api(method, &path, &ua_token, body).await;
+        assert_eq!(st, 403, "{method} {path}: {b}");
+    }
+    assert_eq!(
+        s.password_token("admin@contoso.test", ADMIN_PASSWORD).await.0,
+        200,
+        "the administrator is untouched"
+    );
+}

@@ -393,3 +393,89 @@ async fn mfa_registration_then_challenge() {
     let (st, b) = s.password_token("mfa@contoso.test", "Quiet-forest-32").await;
     assert_entra(st, &b, 400, "invalid_grant", 50076);
 }
+
+#[tokio::test]
+async fn change_password_page_csp_and_a_wrong_verifier_does_not_burn_the_code() {
+    let s = spawn().await;
+    let client_id = app(&s).await;
+    // The CSP must not carry form-action: browsers apply it to the redirect after the form post.
+    let r = s
+        .client()
+        .get(authorize_url(&s, &client_id, REDIRECT, Some(&pkce().1), "S256"))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !csp.contains("form-action") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+
+    // A wrong verifier is refused without spending the code; the right one then works.
+    let (verifier, challenge) = pkce();
+    let r = sign_in(
+        &s,
+        &s.client(),
+        &authorize_url(&s, &client_id, REDIRECT, Some(&challenge), "S256"),
+        "admin@contoso.test",
+        ADMIN_PASSWORD,
+    )
+    .await;
+    let code = query(r.headers()["location"].to_str().unwrap())["code"].clone();
+    let (st, b) = redeem(
+        &s,
+        &client_id,
+        &code,
+        Some(&format!("{}X", &verifier[1..])),
+        REDIRECT,
+    )
+    .await;
+    assert_entra(st, &b, 400, "invalid_grant", 501481);
+    let (st, b) = redeem(&s, &client_id, &code, Some(&verifier), REDIRECT).await;
+    assert_eq!(st, 200, "{b}");
+
+    // 50055 names /changepassword; that page changes a temporary password.
+    s.create_user("tmp@contoso.test", "Temporary-pw-7", true).await;
+    let (st, b) = s.password_token("tmp@contoso.test", "Temporary-pw-7").await;
+    assert_entra(st, &b, 400, "invalid_grant", 50055);
+    let url = format!("{}/changepassword", s.url);
+    assert!(b["error_description"].as_str().unwrap().contains(&url));
+    let browser = s.client();
+    let page = browser.get(&url).send().await.unwrap().text().await.unwrap();
+    let txn = txn_of(&page);
+    let r = post_login(
+        &s,
+        &browser,
+        &[
+            ("txn", &txn),
+            ("step", "password"),
+            ("username", "tmp@contoso.test"),
+            ("password", "Temporary-pw-7"),
+        ],
+    )
+    .await;
+    assert!(r.text().await.unwrap().contains("Update your password"));
+    let r = post_login(
+        &s,
+        &browser,
+        &[
+            ("txn", &txn),
+            ("step", "change"),
+            ("current", "Temporary-pw-7"),
+            ("new", "Fresh-river-stone-5"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Your password has been changed"));
+    assert_eq!(
+        s.password_token("tmp@contoso.test", "Fresh-river-stone-5")
+            .await
+            .0,
+        200
+    );
+}

@@ -488,3 +488,36 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         assert!(usher_crypto::jwt::SigningKey::from_pkcs8(kid, &opened).is_ok());
     }
 }
+
+#[tokio::test]
+async fn a_password_reset_revokes_refresh_tokens() {
+    let s = spawn().await;
+    let id = s.create_user("rt@contoso.test", "Amber-field-19", false).await;
+    let (_, t) = s.password_token("rt@contoso.test", "Amber-field-19").await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    // Sign-in times are in seconds: make the reset strictly later than the sign-in.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let admin = s.admin_token().await;
+    let (st, _) = s
+        .api("PATCH", &format!("/v1.0/users/{id}"), &admin, Some(json!({"passwordProfile": {"password": "Cobalt-lake-22", "forceChangePasswordNextSignIn": false}})))
+        .await;
+    assert_eq!(st, 204);
+    let (st, b) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", CLI_CLIENT_ID),
+            ("refresh_token", &rt),
+        ])
+        .await;
+    assert_entra(st, &b, 400, "invalid_grant", 50173);
+    // A sign-in with the new password gets working refresh tokens.
+    let (_, t) = s.password_token("rt@contoso.test", "Cobalt-lake-22").await;
+    let (st, _) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", CLI_CLIENT_ID),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(st, 200);
+}
