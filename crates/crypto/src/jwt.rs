@@ -167,7 +167,7 @@ impl SigningKey {
     }
 
     /// Signs `claims` as a token of `kind`.
-    pub fn sign(&self, kind: TokenKind, claims: &Value) -> Result<String, CryptoError> {
+    pub fn sign<T: Serialize>(&self, kind: TokenKind, claims: &T) -> Result<String, CryptoError> {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(kind.typ().to_owned());
         header.kid = Some(self.kid.clone());

@@ -57,8 +57,8 @@ type Cached<T> = (Option<T>, i64);
 /// Short-lived caches of applications and service principals by appId for the token endpoint.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct AppCache {
-    apps: Arc<RwLock<HashMap<String, Cached<Application>>>>,
-    sps: Arc<RwLock<HashMap<String, Cached<ServicePrincipal>>>>,
+    apps: Arc<RwLock<HashMap<String, Cached<Arc<Application>>>>>,
+    sps: Arc<RwLock<HashMap<String, Cached<Arc<ServicePrincipal>>>>>,
 }
 
 fn cache_get<T: Clone>(map: &RwLock<HashMap<String, Cached<T>>>, key: &str, now: i64) -> Option<Option<T>> {
@@ -188,7 +188,7 @@ impl Directory {
     }
 
     /// An application by appId, through a cache of a few seconds (the token endpoint's path).
-    pub async fn application_by_app_id_cached(&self, app_id: &str) -> DirResult<Option<Application>> {
+    pub async fn application_by_app_id_cached(&self, app_id: &str) -> DirResult<Option<Arc<Application>>> {
         let now = self.now();
         if let Some(hit) = cache_get(&self.apps_cache.apps, app_id, now) {
             return Ok(hit);
@@ -198,7 +198,7 @@ impl Directory {
             .get_by_key(kinds::APPLICATION, &app_id.to_lowercase(), now)
             .await?
         {
-            Some(r) => Some(r.decode::<Application>()?),
+            Some(r) => Some(Arc::new(r.decode::<Application>()?)),
             None => None,
         };
         cache_put(&self.apps_cache.apps, app_id, app.clone(), now);
@@ -332,12 +332,15 @@ impl Directory {
     }
 
     /// The service principal of an appId, through a cache of a few seconds (the token endpoint's path).
-    pub async fn find_service_principal_cached(&self, app_id: &str) -> DirResult<Option<ServicePrincipal>> {
+    pub async fn find_service_principal_cached(
+        &self,
+        app_id: &str,
+    ) -> DirResult<Option<Arc<ServicePrincipal>>> {
         let now = self.now();
         if let Some(hit) = cache_get(&self.apps_cache.sps, app_id, now) {
             return Ok(hit);
         }
-        let sp = self.find_service_principal(app_id).await?;
+        let sp = self.find_service_principal(app_id).await?.map(Arc::new);
         cache_put(&self.apps_cache.sps, app_id, sp.clone(), now);
         Ok(sp)
     }
@@ -385,7 +388,7 @@ impl Directory {
     /// The application a resource name designates: an appId or an identifier URI.
     pub async fn resolve_resource(&self, name: &str) -> DirResult<Option<Application>> {
         if let Some(app) = self.application_by_app_id_cached(name).await? {
-            return Ok(Some(app));
+            return Ok(Some((*app).clone()));
         }
         let trimmed = name.trim_end_matches('/');
         Ok(self.list_applications().await?.into_iter().find(|a| {

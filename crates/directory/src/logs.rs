@@ -47,6 +47,33 @@ pub struct SignInEvent {
     pub correlation_id: String,
 }
 
+/// A sign-in log entry as stored: Graph's `signIn` shape.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignInRecord<'a> {
+    id: &'a str,
+    created_date_time: &'a str,
+    user_principal_name: &'a str,
+    user_id: &'a str,
+    app_id: &'a str,
+    app_display_name: &'a str,
+    resource_id: &'a str,
+    ip_address: &'a str,
+    client_app_used: &'a str,
+    authentication_methods_used: &'a [String],
+    correlation_id: &'a str,
+    conditional_access_status: &'a str,
+    applied_conditional_access_policies: [u8; 0],
+    status: SignInStatus<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignInStatus<'a> {
+    error_code: u32,
+    failure_reason: &'a str,
+}
+
 /// An audited change, in Graph's `directoryAudit` shape.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
@@ -76,7 +103,7 @@ const MAX_BATCH: usize = 2000;
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum Msg {
-    Entry(String, i64, Value),
+    Entry(String, i64, String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -100,7 +127,7 @@ impl LogWriter {
                 let mut batch = Vec::new();
                 let mut flushes = Vec::new();
                 let take = |msg: Msg,
-                            batch: &mut Vec<(String, i64, Value)>,
+                            batch: &mut Vec<(String, i64, String)>,
                             flushes: &mut Vec<oneshot::Sender<()>>| match msg {
                     Msg::Entry(s, at, v) => batch.push((s, at, v)),
                     Msg::Flush(ack) => flushes.push(ack),
@@ -140,7 +167,7 @@ impl LogWriter {
 
     /// Queues an entry. When the writer falls behind, this waits for room (backpressure) rather
     /// than dropping entries or growing without bound.
-    async fn send(&self, stream: &str, at: i64, value: Value) {
+    async fn send(&self, stream: &str, at: i64, value: String) {
         if self
             .tx
             .send(Msg::Entry(stream.to_owned(), at, value))
@@ -171,26 +198,39 @@ impl Directory {
     /// Records a sign-in attempt (batched).
     pub async fn log_sign_in(&self, e: SignInEvent) {
         let at = self.now();
-        let value = json!({
-            "id": self.new_id(),
-            "createdDateTime": iso(at),
-            "userPrincipalName": e.user_principal_name,
-            "userId": e.user_id,
-            "appId": e.app_id,
-            "appDisplayName": e.app_display_name,
-            "resourceId": e.resource_id,
-            "ipAddress": e.ip_address,
-            "clientAppUsed": e.client_app_used,
-            "authenticationMethodsUsed": e.authentication_methods,
-            "correlationId": e.correlation_id,
-            "conditionalAccessStatus": if e.conditional_access_status.is_empty() { "notApplied".to_owned() } else { e.conditional_access_status },
-            "appliedConditionalAccessPolicies": [],
-            "status": {
-                "errorCode": e.error_code,
-                "failureReason": if e.error_code == 0 { "Other.".to_owned() } else { e.failure_reason },
+        let id = self.new_id();
+        let created = iso(at);
+        let entry = SignInRecord {
+            id: &id,
+            created_date_time: &created,
+            user_principal_name: &e.user_principal_name,
+            user_id: &e.user_id,
+            app_id: &e.app_id,
+            app_display_name: &e.app_display_name,
+            resource_id: &e.resource_id,
+            ip_address: &e.ip_address,
+            client_app_used: &e.client_app_used,
+            authentication_methods_used: &e.authentication_methods,
+            correlation_id: &e.correlation_id,
+            conditional_access_status: if e.conditional_access_status.is_empty() {
+                "notApplied"
+            } else {
+                &e.conditional_access_status
             },
-        });
-        self.logs.send(streams::SIGNIN, at, value).await;
+            applied_conditional_access_policies: [],
+            status: SignInStatus {
+                error_code: e.error_code,
+                failure_reason: if e.error_code == 0 {
+                    "Other."
+                } else {
+                    &e.failure_reason
+                },
+            },
+        };
+        match serde_json::to_string(&entry) {
+            Ok(text) => self.logs.send(streams::SIGNIN, at, text).await,
+            Err(err) => tracing::error!(error = %err, "could not encode a sign-in log entry"),
+        }
     }
 
     /// Records an audited change durably before returning.
@@ -207,7 +247,7 @@ impl Directory {
             "additionalDetails": e.details,
         });
         self.store
-            .append_log(vec![(streams::AUDIT.to_owned(), at, value)])
+            .append_log(vec![(streams::AUDIT.to_owned(), at, value.to_string())])
             .await?;
         Ok(())
     }

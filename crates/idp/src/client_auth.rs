@@ -1,6 +1,8 @@
 //! Client authentication at the token endpoint: client secrets (post or HTTP Basic) and
 //! `private_key_jwt` (RFC 7523) with replay protection.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use usher_crypto::jwt::{Expectations, KeySet, TokenError, TokenKind};
 use usher_directory::model::Application;
@@ -57,7 +59,7 @@ fn assertion_failed(reason: impl std::fmt::Display) -> IdpError {
 
 impl Idp {
     /// The client application of a request, or 700016.
-    pub async fn client(&self, client_id: &str) -> IdpResult<Application> {
+    pub async fn client(&self, client_id: &str) -> IdpResult<Arc<Application>> {
         self.directory()
             .application_by_app_id_cached(client_id)
             .await?
@@ -69,7 +71,7 @@ impl Idp {
     pub async fn authenticate_client(
         &self,
         creds: &ClientCredentials,
-    ) -> IdpResult<(Application, ClientAuthMethod)> {
+    ) -> IdpResult<(Arc<Application>, ClientAuthMethod)> {
         let client_id = creds
             .client_id
             .as_deref()

@@ -53,6 +53,7 @@ pub struct Idp {
     dir: Directory,
     tenant: Arc<Tenant>,
     public_url: Arc<str>,
+    issuer: Arc<str>,
     keys: keys::KeyRing,
 }
 
@@ -61,10 +62,13 @@ impl Idp {
     pub async fn new(dir: Directory, public_url: &str) -> IdpResult<Self> {
         let tenant = dir.tenant().await.map_err(IdpError::from)?;
         let keys = keys::KeyRing::load(&dir).await?;
+        let public_url: Arc<str> = Arc::from(public_url.trim_end_matches('/'));
+        let issuer: Arc<str> = Arc::from(format!("{public_url}/{}/v2.0", tenant.id));
         Ok(Self {
             dir,
             tenant: Arc::new(tenant),
-            public_url: Arc::from(public_url.trim_end_matches('/')),
+            public_url,
+            issuer,
             keys,
         })
     }
@@ -86,7 +90,12 @@ impl Idp {
 
     /// The issuer of every token: `{public}/{tenant id}/v2.0`.
     pub fn issuer(&self) -> String {
-        format!("{}/{}/v2.0", self.public_url, self.tenant.id)
+        self.issuer.to_string()
+    }
+
+    /// The issuer, borrowed.
+    pub fn issuer_str(&self) -> &str {
+        &self.issuer
     }
 
     /// The signing keys.

@@ -269,7 +269,7 @@ impl Idp {
         }
         Ok(AuthorizeRequest {
             client_id: client.app_id.clone(),
-            client_name: client.display_name,
+            client_name: client.display_name.clone(),
             redirect_uri: redirect_uri.clone(),
             state,
             nonce: q.get("nonce").cloned(),

@@ -28,6 +28,27 @@ pub struct UserSignIn {
     pub nonce: Option<String>,
 }
 
+/// The claims of an app-only access token (typed: the token endpoint's hot path).
+#[derive(Serialize)]
+struct AppClaims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    sub: &'a str,
+    oid: &'a str,
+    tid: &'a str,
+    roles: [&'a str; 0],
+    appid: &'a str,
+    azp: &'a str,
+    appidacr: &'a str,
+    azpacr: &'a str,
+    idtyp: &'static str,
+    uti: &'a str,
+    ver: &'static str,
+}
+
 /// A stored refresh token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -239,14 +260,25 @@ impl Idp {
     ) -> IdpResult<TokenResponse> {
         let now = self.now();
         let life = self.access_lifetime();
-        let claims = json!({
-            "aud": resource.audience(self), "iss": self.issuer(),
-            "iat": now, "nbf": now, "exp": now + life,
-            "sub": sp.id, "oid": sp.id, "tid": self.tenant().id,
-            "roles": [], "appid": sp.app_id, "azp": sp.app_id,
-            "appidacr": client_auth, "azpacr": client_auth,
-            "idtyp": "app", "uti": self.new_uti(), "ver": "2.0",
-        });
+        let uti = self.new_uti();
+        let claims = AppClaims {
+            aud: resource.audience(self),
+            iss: self.issuer_str(),
+            iat: now,
+            nbf: now,
+            exp: now + life,
+            sub: &sp.id,
+            oid: &sp.id,
+            tid: &self.tenant().id,
+            roles: [],
+            appid: &sp.app_id,
+            azp: &sp.app_id,
+            appidacr: client_auth,
+            azpacr: client_auth,
+            idtyp: "app",
+            uti: &uti,
+            ver: "2.0",
+        };
         let access_token = self
             .keys()
             .active()?

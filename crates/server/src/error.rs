@@ -156,7 +156,7 @@ impl IntoResponse for EntraErrorResponse {
 }
 
 /// JSON with `Cache-Control: no-store` (token responses).
-pub fn no_store_json(value: serde_json::Value) -> Response {
+pub fn no_store_json<T: serde::Serialize>(value: T) -> Response {
     let mut resp = Json(value).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

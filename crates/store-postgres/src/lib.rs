@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use usher_store::{LogEntry, Record, Store, StoreError, StoreResult};
@@ -253,7 +252,7 @@ impl Store for PostgresStore {
         Ok(record.filter(|r| !r.is_expired(now)))
     }
 
-    async fn append_log(&self, entries: Vec<(String, i64, Value)>) -> StoreResult<Vec<i64>> {
+    async fn append_log(&self, entries: Vec<(String, i64, String)>) -> StoreResult<Vec<i64>> {
         // Many rows per statement: the sign-in log takes one entry per token request.
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let mut seqs = Vec::with_capacity(entries.len());
@@ -268,7 +267,7 @@ impl Store for PostgresStore {
             // Only placeholders are formatted into the statement; values are bound.
             let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
             for (stream, at, data) in chunk {
-                q = q.bind(stream.clone()).bind(*at).bind(data.to_string());
+                q = q.bind(stream.clone()).bind(*at).bind(data.clone());
             }
             let mut got = q.fetch_all(&mut *tx).await.map_err(db_err)?;
             got.sort_unstable();

@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use usher_store::{LogEntry, Record, Store, StoreError, StoreResult};
@@ -262,7 +261,7 @@ impl Store for SqliteStore {
         Ok(record.filter(|r| !r.is_expired(now)))
     }
 
-    async fn append_log(&self, entries: Vec<(String, i64, Value)>) -> StoreResult<Vec<i64>> {
+    async fn append_log(&self, entries: Vec<(String, i64, String)>) -> StoreResult<Vec<i64>> {
         // Many rows per statement, and no RETURNING: sqlx streams returned rows one by one across
         // threads, which costs a wake-up per entry. Inside this transaction the rows of one
         // statement get consecutive sequence numbers, ending at the last inserted rowid.
@@ -276,7 +275,7 @@ impl Store for SqliteStore {
             // Only placeholders are formatted into the statement; values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (stream, at, data) in chunk {
-                q = q.bind(stream.clone()).bind(*at).bind(data.to_string());
+                q = q.bind(stream.clone()).bind(*at).bind(data.clone());
             }
             let result = q.execute(&mut *tx).await.map_err(db_err)?;
             let last = result.last_insert_rowid();

@@ -222,9 +222,9 @@ pub async fn list_pages_in_id_order(s: DynStore) {
 pub async fn logs(s: DynStore) {
     let seqs = s
         .append_log(vec![
-            ("signin".into(), NOW, json!({"n": 1})),
-            ("audit".into(), NOW, json!({"n": 2})),
-            ("signin".into(), NOW + 1, json!({"n": 3})),
+            ("signin".into(), NOW, json!({"n": 1}).to_string()),
+            ("audit".into(), NOW, json!({"n": 2}).to_string()),
+            ("signin".into(), NOW + 1, json!({"n": 3}).to_string()),
         ])
         .await
         .unwrap();
@@ -244,8 +244,8 @@ pub async fn logs(s: DynStore) {
     assert_eq!(s.read_log("audit", None, 10).await.unwrap().len(), 1);
     assert!(s.read_log("none", None, 10).await.unwrap().is_empty());
     // A batch larger than one statement keeps every entry, in order.
-    let many: Vec<(String, i64, serde_json::Value)> = (0..700)
-        .map(|i| ("bulk".to_owned(), NOW, json!({"i": i})))
+    let many: Vec<(String, i64, String)> = (0..700)
+        .map(|i| ("bulk".to_owned(), NOW, json!({"i": i}).to_string()))
         .collect();
     let seqs = s.append_log(many).await.unwrap();
     assert_eq!(seqs.len(), 700);

@@ -150,8 +150,9 @@ pub trait Store: Send + Sync + Debug {
     /// Expired records are deleted and read as absent.
     async fn take(&self, kind: &str, id: &str, now: i64) -> StoreResult<Option<Record>>;
 
-    /// Appends entries to logs in one transaction, returning their sequence numbers.
-    async fn append_log(&self, entries: Vec<(String, i64, Value)>) -> StoreResult<Vec<i64>>;
+    /// Appends entries `(stream, unix time, JSON text)` to logs in one transaction, returning their
+    /// sequence numbers. The JSON is produced by the caller (serialised once, on the hot path).
+    async fn append_log(&self, entries: Vec<(String, i64, String)>) -> StoreResult<Vec<i64>>;
 
     /// Reads a log stream newest first, entries with `seq < before` (all when `None`), at most `limit`.
     async fn read_log(&self, stream: &str, before: Option<i64>, limit: usize) -> StoreResult<Vec<LogEntry>>;

@@ -34,7 +34,7 @@ impl Idp {
         creds: &ClientCredentials,
         attempt: &mut Attempt,
     ) -> IdpResult<(
-        usher_directory::model::Application,
+        std::sync::Arc<usher_directory::model::Application>,
         crate::client_auth::ClientAuthMethod,
     )> {
         let (client, method) = self.authenticate_client(creds).await?;

@@ -176,7 +176,7 @@ pub async fn token(
         None
     };
     match state.idp.token(&tenant, req, basic, &m).await {
-        Ok(resp) => no_store_json(serde_json::to_value(resp).unwrap_or_default()),
+        Ok(resp) => no_store_json(resp),
         Err(e) => entra(&state, &m, e),
     }
 }
@@ -193,7 +193,7 @@ pub async fn devicecode(
     let client_id = form.get("client_id").cloned().unwrap_or_default();
     let scope = form.get("scope").cloned().unwrap_or_default();
     match state.idp.device_authorization(&tenant, &client_id, &scope).await {
-        Ok(r) => no_store_json(serde_json::to_value(r).unwrap_or_default()),
+        Ok(r) => no_store_json(r),
         Err(e) => entra(&state, &m, e),
     }
 }
