@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use usher_proto::oauth::{TokenRequest, TokenResponse};
 use usher_store::StoreError;
 
-use super::Attempt;
+use super::{Attempt, required};
 use crate::client_auth::ClientCredentials;
 use crate::scopes::ScopeRequest;
 use crate::tokens::UserSignIn;
@@ -60,11 +60,7 @@ impl Idp {
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
-        let code = req
-            .code
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| IdpError::missing("code"))?;
+        let code = required(&req.code, "code")?;
         let redirect_uri = req
             .redirect_uri
             .as_deref()

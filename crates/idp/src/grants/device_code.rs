@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use usher_proto::oauth::{DeviceCodeResponse, TokenRequest, TokenResponse};
 use usher_store::Record;
 
-use super::Attempt;
+use super::{Attempt, required};
 use crate::client_auth::ClientCredentials;
 use crate::scopes::ScopeRequest;
 use crate::tokens::UserSignIn;
@@ -167,11 +167,7 @@ impl Idp {
         attempt: &mut Attempt,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
-        let code = req
-            .device_code
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| IdpError::missing("device_code"))?;
+        let code = required(&req.device_code, "device_code")?;
         let id = usher_crypto::secret::digest(code);
         let store = self.directory().store();
         let expired = || {

@@ -16,6 +16,14 @@ use usher_proto::oauth::{DEVICE_CODE_GRANT, TokenRequest, TokenResponse};
 use crate::client_auth::ClientCredentials;
 use crate::{Idp, IdpError, IdpResult, RequestMeta};
 
+/// A required, non-empty request parameter, or AADSTS900144 naming it.
+pub(crate) fn required<'a>(value: &'a Option<String>, name: &str) -> IdpResult<&'a str> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| IdpError::missing(name))
+}
+
 /// What the sign-in log records of an attempt.
 #[derive(Debug, Default)]
 pub(crate) struct Attempt {

@@ -4,7 +4,7 @@
 use usher_directory::PasswordCheck;
 use usher_proto::oauth::{TokenRequest, TokenResponse};
 
-use super::Attempt;
+use super::{Attempt, required};
 use crate::client_auth::{ClientAuthMethod, ClientCredentials};
 use crate::scopes::ScopeRequest;
 use crate::tokens::UserSignIn;
@@ -28,11 +28,7 @@ impl Idp {
                 "The password grant is allowed only for public clients with public client flows enabled (the first-party CLI).",
             ));
         }
-        let username = req
-            .username
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| IdpError::missing("username"))?;
+        let username = required(&req.username, "username")?;
         let password = req
             .password
             .as_deref()

@@ -5,7 +5,7 @@ use usher_directory::DirectoryError;
 use usher_proto::oauth::{TokenRequest, TokenResponse};
 use usher_store::StoreError;
 
-use super::Attempt;
+use super::{Attempt, required};
 use crate::client_auth::ClientCredentials;
 use crate::scopes::ScopeRequest;
 use crate::tokens::{Family, StoredRefresh, UserSignIn};
@@ -60,11 +60,7 @@ impl Idp {
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
         attempt.methods.push("refreshToken".into());
-        let token = req
-            .refresh_token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| IdpError::missing("refresh_token"))?;
+        let token = required(&req.refresh_token, "refresh_token")?;
         let store = self.directory().store();
         let id = usher_crypto::secret::digest(token);
         let rec = store
