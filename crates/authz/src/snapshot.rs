@@ -1,0 +1,291 @@
+//! Role definitions, assignments and the evaluation snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::pattern::Pattern;
+use crate::scope::Scope;
+/// [`crate::VM_LOGIN`] lower-cased, as matching expects.
+const VM_LOGIN_LOWER: &str = "microsoft.compute/virtualmachines/login/action";
+/// [`crate::VM_LOGIN_AS_ADMIN`] lower-cased.
+const VM_LOGIN_AS_ADMIN_LOWER: &str = "microsoft.compute/virtualmachines/loginasadmin/action";
+
+/// One permission block of a role definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permission {
+    /// Control-plane actions.
+    pub actions: Vec<String>,
+    /// Subtracted from `actions`.
+    pub not_actions: Vec<String>,
+    /// Data-plane actions.
+    pub data_actions: Vec<String>,
+    /// Subtracted from `data_actions`.
+    pub not_data_actions: Vec<String>,
+}
+
+/// A role definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleDefinition {
+    /// The role's GUID (the last segment of its ARM id).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Permission blocks.
+    pub permissions: Vec<Permission>,
+    /// Scopes where it may be assigned.
+    pub assignable_scopes: Vec<String>,
+}
+
+/// A role assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The assignment's name (GUID).
+    pub id: String,
+    /// Where it applies (and everything below).
+    pub scope: Scope,
+    /// The role's GUID.
+    pub role_id: String,
+    /// The principal's object id.
+    pub principal_id: String,
+}
+
+/// Control-plane or data-plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    /// An `Actions` entry.
+    Action,
+    /// A `DataActions` entry.
+    DataAction,
+}
+
+#[derive(Debug)]
+struct CompiledBlock {
+    actions: Vec<Pattern>,
+    not_actions: Vec<Pattern>,
+    data_actions: Vec<Pattern>,
+    not_data_actions: Vec<Pattern>,
+}
+
+impl CompiledBlock {
+    fn grants(&self, kind: ActionKind, action_lower: &str) -> bool {
+        let (allow, deny) = match kind {
+            ActionKind::Action => (&self.actions, &self.not_actions),
+            ActionKind::DataAction => (&self.data_actions, &self.not_data_actions),
+        };
+        allow.iter().any(|p| p.matches_lower(action_lower))
+            && !deny.iter().any(|p| p.matches_lower(action_lower))
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRole {
+    def: RoleDefinition,
+    blocks: Vec<CompiledBlock>,
+}
+
+impl CompiledRole {
+    fn compile(def: RoleDefinition) -> Self {
+        let pats = |v: &[String]| v.iter().map(|s| Pattern::new(s)).collect::<Vec<_>>();
+        let blocks = def
+            .permissions
+            .iter()
+            .map(|p| CompiledBlock {
+                actions: pats(&p.actions),
+                not_actions: pats(&p.not_actions),
+                data_actions: pats(&p.data_actions),
+                not_data_actions: pats(&p.not_data_actions),
+            })
+            .collect();
+        Self { def, blocks }
+    }
+
+    fn grants(&self, kind: ActionKind, action_lower: &str) -> bool {
+        self.blocks.iter().any(|b| b.grants(kind, action_lower))
+    }
+}
+
+/// The answer to a permission check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether some assignment grants it.
+    pub allowed: bool,
+    /// The assignments that grant it (empty when denied).
+    pub granted_by: Vec<String>,
+}
+
+/// What a principal may do on a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LoginRight {
+    /// No login.
+    Deny,
+    /// Log in as a regular user.
+    User,
+    /// Log in as an administrator.
+    Admin,
+}
+
+/// The login decision with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginDecision {
+    /// The right.
+    pub right: LoginRight,
+    /// The assignments that grant it.
+    pub decided_by: Vec<String>,
+}
+
+/// A fast multiplicative hasher for the principal index. The keys are object ids the server
+/// issues, not attacker-chosen strings, so hash flooding is not a concern; one login decision
+/// looks up the user and every one of their groups (hundreds of lookups).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Everything evaluation needs, updated incrementally.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    roles: HashMap<String, Arc<CompiledRole>>,
+    by_principal: IdMap<Vec<Arc<Assignment>>>,
+    assignment_principal: HashMap<String, String>,
+}
+
+impl Snapshot {
+    /// An empty snapshot with the built-in roles.
+    pub fn with_builtin_roles() -> Self {
+        let mut s = Self::default();
+        for r in crate::builtin::builtin_roles() {
+            s.upsert_role(r);
+        }
+        s
+    }
+
+    /// Adds or replaces a role definition.
+    pub fn upsert_role(&mut self, def: RoleDefinition) {
+        self.roles
+            .insert(def.id.to_ascii_lowercase(), Arc::new(CompiledRole::compile(def)));
+    }
+
+    /// Removes a role definition.
+    pub fn remove_role(&mut self, id: &str) {
+        self.roles.remove(&id.to_ascii_lowercase());
+    }
+
+    /// A role definition by GUID.
+    pub fn role(&self, id: &str) -> Option<&RoleDefinition> {
+        self.roles.get(&id.to_ascii_lowercase()).map(|r| &r.def)
+    }
+
+    /// Adds or replaces an assignment.
+    pub fn upsert_assignment(&mut self, a: Assignment) {
+        self.remove_assignment(&a.id);
+        let principal = a.principal_id.to_ascii_lowercase();
+        self.assignment_principal
+            .insert(a.id.to_ascii_lowercase(), principal.clone());
+        self.by_principal.entry(principal).or_default().push(Arc::new(a));
+    }
+
+    /// Removes an assignment by name.
+    pub fn remove_assignment(&mut self, id: &str) {
+        let id = id.to_ascii_lowercase();
+        if let Some(p) = self.assignment_principal.remove(&id)
+            && let Some(list) = self.by_principal.get_mut(&p)
+        {
+            list.retain(|a| a.id.to_ascii_lowercase() != id);
+            if list.is_empty() {
+                self.by_principal.remove(&p);
+            }
+        }
+    }
+
+    /// How many assignments the snapshot holds.
+    pub fn assignment_count(&self) -> usize {
+        self.assignment_principal.len()
+    }
+
+    /// Whether any of `principals` (a principal and its transitive groups) may do `action` on `resource`.
+    /// Principal ids are compared case-insensitively.
+    pub fn check(&self, principals: &[&str], resource: &Scope, kind: ActionKind, action: &str) -> Decision {
+        let action = action.to_ascii_lowercase();
+        let mut granted_by = Vec::new();
+        self.for_applicable(principals, resource, |a, role| {
+            if role.grants(kind, &action) {
+                granted_by.push(a.id.clone());
+            }
+        });
+        Decision {
+            allowed: !granted_by.is_empty(),
+            granted_by,
+        }
+    }
+
+    /// The login right of `principals` on the machine `vm`.
+    pub fn login_decision(&self, principals: &[&str], vm: &Scope) -> LoginDecision {
+        let (admin, user) = (VM_LOGIN_AS_ADMIN_LOWER, VM_LOGIN_LOWER);
+        let mut admins = Vec::new();
+        let mut users = Vec::new();
+        self.for_applicable(principals, vm, |a, role| {
+            if role.grants(ActionKind::DataAction, admin) {
+                admins.push(a.id.clone());
+            } else if role.grants(ActionKind::DataAction, user) {
+                users.push(a.id.clone());
+            }
+        });
+        if !admins.is_empty() {
+            LoginDecision {
+                right: LoginRight::Admin,
+                decided_by: admins,
+            }
+        } else if !users.is_empty() {
+            LoginDecision {
+                right: LoginRight::User,
+                decided_by: users,
+            }
+        } else {
+            LoginDecision {
+                right: LoginRight::Deny,
+                decided_by: vec![],
+            }
+        }
+    }
+
+    fn for_applicable(
+        &self,
+        principals: &[&str],
+        resource: &Scope,
+        mut f: impl FnMut(&Assignment, &CompiledRole),
+    ) {
+        for p in principals {
+            let Some(list) = self.by_principal.get(&p.to_ascii_lowercase()) else {
+                continue;
+            };
+            for a in list {
+                if !a.scope.contains(resource) {
+                    continue;
+                }
+                // An assignment whose role is unknown grants nothing (fail closed).
+                if let Some(role) = self.roles.get(&a.role_id.to_ascii_lowercase()) {
+                    f(a, role);
+                }
+            }
+        }
+    }
+}
