@@ -216,6 +216,24 @@ impl Snapshot {
         }
     }
 
+    /// Whether any of `principals` holds any assignment at, above or below `scope` (what makes a
+    /// subscription visible to them).
+    pub fn has_any_role_around(&self, principals: &[&str], scope: &Scope) -> bool {
+        principals.iter().any(|p| {
+            self.by_principal
+                .get(&p.to_ascii_lowercase())
+                .is_some_and(|list| {
+                    list.iter()
+                        .any(|a| a.scope.contains(scope) || scope.contains(&a.scope))
+                })
+        })
+    }
+
+    /// Every assignment, for listing.
+    pub fn assignments(&self) -> impl Iterator<Item = &Assignment> {
+        self.by_principal.values().flatten().map(|a| a.as_ref())
+    }
+
     /// How many assignments the snapshot holds.
     pub fn assignment_count(&self) -> usize {
         self.assignment_principal.len()

@@ -103,10 +103,12 @@ impl Cli {
             .await
     }
 
-    /// Signs in as the administrator and checks the answer of a user without subscriptions.
+    /// Signs in as the administrator, who owns the default subscription.
     async fn login_admin(&self) {
         let run = self.login(ADMIN, ADMIN_PASSWORD).await;
-        assert_eq!(run.json(), json!([]), "{run:?}");
+        let subs = run.json();
+        assert_eq!(subs.as_array().map(Vec::len), Some(1), "{run:?}");
+        assert_eq!(subs[0]["user"]["name"], ADMIN, "{run:?}");
     }
 }
 
@@ -127,8 +129,12 @@ async fn password_login_and_account_show() {
         "{run:?}"
     );
 
+    // The administrator owns the default subscription: login lists it, as `az login` does.
     let run = cli.login(ADMIN, ADMIN_PASSWORD).await;
-    assert_eq!(run.ok().trim(), "[]", "{run:?}");
+    let subs: serde_json::Value = serde_json::from_str(run.ok().trim()).unwrap();
+    assert_eq!(subs.as_array().map(Vec::len), Some(1), "{run:?}");
+    assert_eq!(subs[0]["tenantId"], server.tenant_id.as_str());
+    assert_eq!(subs[0]["isDefault"], true);
     let run = cli
         .run(&["account", "show", "--query", "user.name", "--output", "tsv"])
         .await;
@@ -790,7 +796,10 @@ async fn device_code_login() {
         status.success(),
         "usher login failed: {status}; stdout {out}; stderr {err}"
     );
-    assert_eq!(out.trim(), "[]", "stderr: {err}");
+    // The administrator owns the default subscription, so login lists it.
+    let subs: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}; stderr {err}"));
+    assert_eq!(subs.as_array().map(Vec::len), Some(1), "stderr: {err}");
 
     let run = cli
         .run(&["account", "show", "--query", "user.name", "--output", "tsv"])

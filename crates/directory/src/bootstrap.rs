@@ -38,6 +38,14 @@ pub struct BootstrapReport {
     pub generated_password: Option<Zeroizing<String>>,
 }
 
+/// A GUID derived from a name (the first 16 bytes of its SHA-256, shaped as a version-8 UUID).
+pub fn derived_guid(name: &str) -> String {
+    let d = usher_crypto::secret::sha256(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+    uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
+}
+
 fn valid_domain(d: &str) -> bool {
     d.len() <= 253
         && d.contains('.')
@@ -168,8 +176,9 @@ impl Directory {
                 ))
                 .await?;
         }
-        // The Owner assignment's id is derived from the subscription so a resumed start finds it.
-        let assignment_id = format!("{}-owner", sub_id);
+        // The Owner assignment's name is a GUID derived from the subscription, so a resumed start
+        // finds it.
+        let assignment_id = derived_guid(&format!("owner-assignment:{sub_id}"));
         if self
             .store
             .get("role_assignment", &assignment_id, now)

@@ -20,7 +20,7 @@ use usher_store::Store;
 
 pub use apps::NewApplication;
 pub use auth::{LockoutPolicy, PasswordCheck, TotpCheck};
-pub use bootstrap::{BootstrapOptions, BootstrapReport};
+pub use bootstrap::{BootstrapOptions, BootstrapReport, OWNER_ROLE_ID, derived_guid};
 pub use error::DirectoryError;
 pub use logs::{AuditEvent, LogWriter, SignInEvent};
 pub use users::{NewUser, UserPatch};

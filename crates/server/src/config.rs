@@ -30,6 +30,9 @@ pub enum ServerError {
     /// The token service failed to start.
     #[error("token service: {0}")]
     Idp(#[from] usher_idp::IdpError),
+    /// The resource manager failed to start.
+    #[error("resource manager: {0}")]
+    Arm(#[from] usher_arm::ArmError),
 }
 
 /// Validated server configuration.

@@ -170,9 +170,11 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
         }
         None => None,
     };
+    let arm = usher_arm::Arm::load(dir.clone()).await?;
     let idp = Idp::new(dir, &public_url).await?;
     let state = AppState {
         idp,
+        arm,
         metrics: Arc::new(crate::metrics::Metrics::install()),
         secure_cookies: true,
     };
@@ -254,6 +256,9 @@ async fn accept_loop(
             let service =
                 hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    if let Some(uri) = crate::routes::normalize_path(req.uri()) {
+                        *req.uri_mut() = uri;
+                    }
                     tower::ServiceExt::oneshot(router.clone(), req)
                 });
             let builder = Builder::new(TokioExecutor::new());

@@ -8,6 +8,8 @@ use usher_idp::Idp;
 pub struct AppState {
     /// The token service (and through it the directory).
     pub idp: Idp,
+    /// The resource manager.
+    pub arm: usher_arm::Arm,
     /// Prometheus text renderer.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether cookies get `Secure` (always, since TLS is always on).

@@ -158,6 +158,7 @@ impl TestServer {
             "GET" => c.get(url),
             "POST" => c.post(url),
             "PATCH" => c.patch(url),
+            "PUT" => c.put(url),
             "DELETE" => c.delete(url),
             other => panic!("method {other}"),
         };

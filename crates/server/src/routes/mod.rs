@@ -1,5 +1,6 @@
 //! The router: every path of the one origin.
 
+mod arm;
 mod auth;
 mod graph;
 mod identity;
@@ -10,6 +11,7 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 
+pub use arm::normalize_path;
 pub use auth::{Caller, UserCaller};
 
 /// The whole application.
@@ -91,6 +93,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/directoryObjects/getByIds", post(graph::get_by_ids))
         .route("/v1.0/auditLogs/signIns", get(graph::sign_ins))
         .route("/v1.0/auditLogs/directoryAudits", get(graph::directory_audits))
+        .route("/tenants", get(arm::tenants))
+        .route("/subscriptions", axum::routing::any(arm::dispatch))
+        .route("/subscriptions/{*rest}", axum::routing::any(arm::dispatch))
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -2,6 +2,7 @@
 //! PostgreSQL).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
+mod arm;
 mod graph;
 mod helpers;
 mod jwt_attacks;

@@ -1,0 +1,41 @@
+//! ARM JSON shapes.
+
+use serde_json::{Value, json};
+use usher_authz::RoleDefinition;
+
+/// A subscription.
+pub(crate) fn subscription(id: &str, display_name: &str, tenant_id: &str) -> Value {
+    json!({
+        "id": format!("/subscriptions/{id}"),
+        "subscriptionId": id,
+        "tenantId": tenant_id,
+        "displayName": display_name,
+        "state": "Enabled",
+        "authorizationSource": "RoleBased",
+        "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "usher", "spendingLimit": "Off"},
+    })
+}
+
+/// A role definition as listed at `scope` (a subscription, or `/` for tenant level).
+pub(crate) fn role_definition(r: &RoleDefinition, scope: &str, builtin: bool) -> Value {
+    let prefix = if scope == "/" {
+        String::new()
+    } else {
+        scope.to_owned()
+    };
+    json!({
+        "id": format!("{prefix}/providers/Microsoft.Authorization/roleDefinitions/{}", r.id),
+        "name": r.id,
+        "type": "Microsoft.Authorization/roleDefinitions",
+        "properties": {
+            "roleName": r.name,
+            "type": if builtin { "BuiltInRole" } else { "CustomRole" },
+            "description": "",
+            "assignableScopes": r.assignable_scopes,
+            "permissions": r.permissions.iter().map(|p| json!({
+                "actions": p.actions, "notActions": p.not_actions,
+                "dataActions": p.data_actions, "notDataActions": p.not_data_actions,
+            })).collect::<Vec<_>>(),
+        },
+    })
+}
