@@ -5,6 +5,7 @@
 
 mod error;
 mod groups;
+mod login;
 mod rbac;
 mod shapes;
 

@@ -63,6 +63,26 @@ pub async fn tenants(State(state): State<AppState>, _caller: Caller) -> Response
     }
 }
 
+/// `GET /usher/loginCheck?principal=OID_OR_UPN&machine=ARM_ID`: admin, user or deny, with the
+/// assignments that decided it (SPEC R5).
+pub async fn login_check(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(principal), Some(machine)) = (q.get("principal"), q.get("machine")) else {
+        return arm_error(ArmError::new(
+            400,
+            "MissingParameter",
+            "Both 'principal' and 'machine' are required.",
+        ));
+    };
+    match state.arm.login_check(&caller.oid, principal, machine).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => arm_error(e),
+    }
+}
+
 /// Every `/subscriptions...` request.
 pub async fn dispatch(
     State(state): State<AppState>,

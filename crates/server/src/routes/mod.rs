@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/auditLogs/signIns", get(graph::sign_ins))
         .route("/v1.0/auditLogs/directoryAudits", get(graph::directory_audits))
         .route("/tenants", get(arm::tenants))
+        .route("/usher/loginCheck", get(arm::login_check))
         .route("/subscriptions", axum::routing::any(arm::dispatch))
         .route("/subscriptions/{*rest}", axum::routing::any(arm::dispatch))
         .fallback(ops::not_found)

@@ -437,3 +437,168 @@ async fn role_definitions_and_assignments() {
     );
     assert!(!list(sub_scope, "").await.contains(&name1.to_owned()));
 }
+
+#[tokio::test]
+async fn login_check_follows_roles_groups_and_scopes() {
+    const VM_ADMIN_LOGIN: &str = "1c0163c0-47e6-4577-8991-ea5c82e286e4";
+    const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+    let s = spawn().await;
+    let admin = s.admin_token().await;
+    let sub = default_sub(&s, &admin).await;
+    let rg1 = format!("/subscriptions/{sub}/resourceGroups/rg1");
+    let vm1 = format!("{rg1}/providers/Microsoft.Compute/virtualMachines/vm1");
+    let vm2 = format!("{rg1}/providers/Microsoft.Compute/virtualMachines/vm2");
+    let other =
+        format!("/subscriptions/{sub}/resourceGroups/rg2/providers/Microsoft.Compute/virtualMachines/vm1");
+    let put = |scope: String, name: &'static str, body: Value| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let (st, b) = s
+                .api(
+                    "PUT",
+                    &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+                    &admin,
+                    Some(body),
+                )
+                .await;
+            assert_eq!(st, 201, "{b}");
+        }
+    };
+    let check = |principal: String, machine: String| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let (st, b) = s
+                .api(
+                    "GET",
+                    &format!("/usher/loginCheck?principal={principal}&machine={machine}"),
+                    &admin,
+                    None,
+                )
+                .await;
+            assert_eq!(st, 200, "{b}");
+            b
+        }
+    };
+    let (ann_id, ann) = user_token(&s, "ann@contoso.test", "Sunny-garden-41").await;
+    let (bob_id, _) = user_token(&s, "bob@contoso.test", "Blue-river-72").await;
+    // Owner at subscription scope cannot log in (the seed's separation).
+    put(
+        format!("/subscriptions/{sub}"),
+        "10000000-0000-4000-8000-000000000001",
+        assignment(&sub, OWNER, &bob_id),
+    )
+    .await;
+    assert_eq!(check(bob_id.clone(), vm1.clone()).await["decision"], "deny");
+    // A resource-group assignment covers every machine in it, and no other.
+    put(
+        rg1.clone(),
+        "10000000-0000-4000-8000-000000000002",
+        assignment(&sub, VM_USER_LOGIN, &ann_id),
+    )
+    .await;
+    for vm in [&vm1, &vm2] {
+        let b = check("ann@contoso.test".into(), vm.clone()).await;
+        assert_eq!(
+            (b["decision"].clone(), b["assignments"][0].clone()),
+            (json!("user"), json!("10000000-0000-4000-8000-000000000002"))
+        );
+    }
+    assert_eq!(check(ann_id.clone(), other.clone()).await["decision"], "deny");
+    // A group two levels deep grants admin.
+    let (_, outer) = s
+        .api(
+            "POST",
+            "/v1.0/groups",
+            &admin,
+            Some(json!({"displayName": "vm-admins"})),
+        )
+        .await;
+    let (_, inner) = s
+        .api(
+            "POST",
+            "/v1.0/groups",
+            &admin,
+            Some(json!({"displayName": "oncall"})),
+        )
+        .await;
+    let (outer, inner) = (
+        outer["id"].as_str().unwrap().to_owned(),
+        inner["id"].as_str().unwrap().to_owned(),
+    );
+    let member = |id: &str| json!({"@odata.id": format!("{}/v1.0/directoryObjects/{id}", s.url)});
+    s.api(
+        "POST",
+        &format!("/v1.0/groups/{outer}/members/$ref"),
+        &admin,
+        Some(member(&inner)),
+    )
+    .await;
+    s.api(
+        "POST",
+        &format!("/v1.0/groups/{inner}/members/$ref"),
+        &admin,
+        Some(member(&bob_id)),
+    )
+    .await;
+    put(
+        format!("/subscriptions/{sub}"),
+        "10000000-0000-4000-8000-000000000003",
+        assignment(&sub, VM_ADMIN_LOGIN, &outer),
+    )
+    .await;
+    assert_eq!(check(bob_id.clone(), other.clone()).await["decision"], "admin");
+    // Removing the membership removes the right at once.
+    s.api(
+        "DELETE",
+        &format!("/v1.0/groups/{inner}/members/{bob_id}/$ref"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(check(bob_id.clone(), other.clone()).await["decision"], "deny");
+    // A disabled account is denied whatever its roles.
+    s.api(
+        "PATCH",
+        &format!("/v1.0/users/{ann_id}"),
+        &admin,
+        Some(json!({"accountEnabled": false})),
+    )
+    .await;
+    assert_eq!(check(ann_id.clone(), vm1.clone()).await["decision"], "deny");
+    // Only someone who may read role assignments at the machine may ask; bad input is refused.
+    let (st, b) = s
+        .api(
+            "GET",
+            &format!("/usher/loginCheck?principal={bob_id}&machine={vm1}"),
+            &ann,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].clone()),
+        (403, json!("AuthorizationFailed"))
+    );
+    let (st, b) = s
+        .api(
+            "GET",
+            &format!("/usher/loginCheck?principal={bob_id}&machine={rg1}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!((st, b["error"]["code"].clone()), (400, json!("InvalidMachine")));
+    let (st, b) = s
+        .api(
+            "GET",
+            &format!("/usher/loginCheck?principal=nobody@contoso.test&machine={vm1}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].clone()),
+        (404, json!("PrincipalNotFound"))
+    );
+}

@@ -1,0 +1,79 @@
+//! The login check (SPEC R5): may this principal log in to this machine, and as what?
+
+use serde_json::{Value, json};
+use usher_authz::{LoginRight, Scope};
+use usher_directory::model::DirectoryObject;
+
+use crate::{Arm, ArmError, ArmResult};
+
+/// The action a caller needs at the machine's scope to ask about others.
+pub const LOGIN_CHECK_READ: &str = "Microsoft.Authorization/roleAssignments/read";
+
+impl Arm {
+    /// The login decision for `principal` (object id or UPN) on the machine `machine` (ARM id).
+    /// The caller needs `roleAssignments/read` at the machine (machines asking about themselves
+    /// come with their identities).
+    pub async fn login_check(&self, caller: &str, principal: &str, machine: &str) -> ArmResult<Value> {
+        let scope = Scope::parse(machine).map_err(|_| {
+            ArmError::new(400, "InvalidMachine", format!("'{machine}' is not a machine's resource id (/subscriptions/…/resourceGroups/…/providers/…)."))
+        })?;
+        if !scope.as_str().contains("/providers/") {
+            return Err(ArmError::new(
+                400,
+                "InvalidMachine",
+                format!("'{machine}' names a subscription or resource group, not a machine."),
+            ));
+        }
+        self.authorize(caller, &scope, LOGIN_CHECK_READ).await?;
+        let object = if principal.contains('@') {
+            self.dir
+                .find_user_by_upn(principal)
+                .await?
+                .map(DirectoryObject::User)
+        } else {
+            match self.dir.get_object(principal).await {
+                Ok(o) => Some(o),
+                Err(usher_directory::DirectoryError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let Some(object) = object else {
+            return Err(ArmError::new(
+                404,
+                "PrincipalNotFound",
+                format!("Principal '{principal}' does not exist in the directory."),
+            ));
+        };
+        let (oid, upn, enabled) = match &object {
+            DirectoryObject::User(u) => (
+                u.id.clone(),
+                Some(u.user_principal_name.clone()),
+                u.account_enabled,
+            ),
+            DirectoryObject::ServicePrincipal(s) => (s.id.clone(), None, s.account_enabled),
+            DirectoryObject::Group(g) => {
+                return Err(ArmError::new(
+                    400,
+                    "InvalidPrincipal",
+                    format!(
+                        "'{}' is a group; a login check is for a user or service principal.",
+                        g.display_name
+                    ),
+                ));
+            }
+        };
+        let principals = self.principals_of(&oid).await?;
+        let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
+        let decision = self.snapshot()?.login_decision(&refs, &scope);
+        // A disabled account never logs in, whatever its roles.
+        let right = if enabled { decision.right } else { LoginRight::Deny };
+        Ok(json!({
+            "principalId": oid,
+            "userPrincipalName": upn,
+            "machine": machine,
+            "decision": match right { LoginRight::Admin => "admin", LoginRight::User => "user", LoginRight::Deny => "deny" },
+            "accountEnabled": enabled,
+            "assignments": if enabled { decision.decided_by } else { vec![] },
+        }))
+    }
+}
