@@ -77,3 +77,70 @@ impl Arm {
         }))
     }
 }
+
+impl Arm {
+    /// Everyone who may log in to the machine, with the best right each has (groups expanded to
+    /// their enabled users and service principals, transitively). The agent caches this.
+    pub async fn machine_logins(&self, caller: &str, machine: &str) -> ArmResult<Value> {
+        let scope = Scope::parse(machine).map_err(|_| {
+            ArmError::new(
+                400,
+                "InvalidMachine",
+                format!("'{machine}' is not a machine's resource id."),
+            )
+        })?;
+        if !scope.as_str().contains("/providers/") {
+            return Err(ArmError::new(
+                400,
+                "InvalidMachine",
+                format!("'{machine}' names a subscription or resource group, not a machine."),
+            ));
+        }
+        self.authorize(caller, &scope, LOGIN_CHECK_READ).await?;
+        let grants = self.snapshot()?.login_grants(&scope);
+        let mut best: std::collections::BTreeMap<String, (LoginRight, Option<String>, Vec<String>)> =
+            Default::default();
+        let mut add = |id: String, upn: Option<String>, right: LoginRight, assignment: &str| {
+            let e = best.entry(id).or_insert((LoginRight::Deny, upn, vec![]));
+            e.0 = e.0.max(right);
+            e.2.push(assignment.to_owned());
+        };
+        for (principal, right, assignment) in grants {
+            match self.dir.get_object(&principal).await {
+                Ok(DirectoryObject::User(u)) if u.account_enabled => {
+                    add(u.id, Some(u.user_principal_name), right, &assignment)
+                }
+                Ok(DirectoryObject::ServicePrincipal(sp)) if sp.account_enabled => {
+                    add(sp.id, None, right, &assignment)
+                }
+                Ok(DirectoryObject::Group(g)) => {
+                    for m in self.dir.transitive_members(&g.id).await? {
+                        match m {
+                            DirectoryObject::User(u) if u.account_enabled => {
+                                add(u.id, Some(u.user_principal_name), right, &assignment)
+                            }
+                            DirectoryObject::ServicePrincipal(sp) if sp.account_enabled => {
+                                add(sp.id, None, right, &assignment)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(_) | Err(usher_directory::DirectoryError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let logins: Vec<Value> = best
+            .into_iter()
+            .map(|(id, (right, upn, assignments))| {
+                json!({
+                    "principalId": id,
+                    "userPrincipalName": upn,
+                    "right": if right == LoginRight::Admin { "admin" } else { "user" },
+                    "assignments": assignments,
+                })
+            })
+            .collect();
+        Ok(json!({"machine": machine, "logins": logins}))
+    }
+}

@@ -229,6 +229,32 @@ impl Snapshot {
         })
     }
 
+    /// Every principal granted a login right on the machine `vm`, with the best right each
+    /// assignment gives: (principal id, right, assignment id). Principals may be groups.
+    pub fn login_grants(&self, vm: &Scope) -> Vec<(String, LoginRight, String)> {
+        let mut out = Vec::new();
+        for list in self.by_principal.values() {
+            for a in list {
+                if !a.scope.contains(vm) {
+                    continue;
+                }
+                let Some(role) = self.roles.get(&a.role_id.to_ascii_lowercase()) else {
+                    continue;
+                };
+                let right = if role.grants(ActionKind::DataAction, VM_LOGIN_AS_ADMIN_LOWER) {
+                    LoginRight::Admin
+                } else if role.grants(ActionKind::DataAction, VM_LOGIN_LOWER) {
+                    LoginRight::User
+                } else {
+                    continue;
+                };
+                out.push((a.principal_id.to_ascii_lowercase(), right, a.id.clone()));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Every assignment, for listing.
     pub fn assignments(&self) -> impl Iterator<Item = &Assignment> {
         self.by_principal.values().flatten().map(|a| a.as_ref())

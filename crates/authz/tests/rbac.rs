@@ -250,3 +250,32 @@ fn the_lower_cased_login_actions_match_the_public_constants() {
         LoginRight::Admin
     );
 }
+
+#[test]
+fn login_grants_list_everyone_with_a_right_on_a_machine() {
+    let mut s = Snapshot::with_builtin_roles();
+    assign(
+        &mut s,
+        "u",
+        &format!("{SUB}/resourceGroups/rg1"),
+        role_ids::VM_USER_LOGIN,
+        "ann",
+    );
+    assign(&mut s, "a", SUB, role_ids::VM_ADMINISTRATOR_LOGIN, "admins");
+    assign(&mut s, "o", SUB, role_ids::OWNER, "bob");
+    assign(
+        &mut s,
+        "x",
+        &format!("{SUB}/resourceGroups/rg2"),
+        role_ids::VM_USER_LOGIN,
+        "cy",
+    );
+    let g = s.login_grants(&vm("rg1", "vm1"));
+    assert_eq!(
+        g,
+        vec![
+            ("admins".to_owned(), LoginRight::Admin, "a".to_owned()),
+            ("ann".to_owned(), LoginRight::User, "u".to_owned())
+        ]
+    );
+}

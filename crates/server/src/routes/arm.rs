@@ -83,6 +83,21 @@ pub async fn login_check(
     }
 }
 
+/// `GET /usher/machineLogins?machine=ARM_ID`: everyone who may log in to the machine (SPEC R5).
+pub async fn machine_logins(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(machine) = q.get("machine") else {
+        return arm_error(ArmError::new(400, "MissingParameter", "'machine' is required."));
+    };
+    match state.arm.machine_logins(&caller.oid, machine).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => arm_error(e),
+    }
+}
+
 /// Every `/subscriptions...` request.
 pub async fn dispatch(
     State(state): State<AppState>,

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/auditLogs/directoryAudits", get(graph::directory_audits))
         .route("/tenants", get(arm::tenants))
         .route("/usher/loginCheck", get(arm::login_check))
+        .route("/usher/machineLogins", get(arm::machine_logins))
         .route("/subscriptions", axum::routing::any(arm::dispatch))
         .route("/subscriptions/{*rest}", axum::routing::any(arm::dispatch))
         .fallback(ops::not_found)

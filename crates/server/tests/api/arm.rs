@@ -549,6 +549,62 @@ async fn login_check_follows_roles_groups_and_scopes() {
     )
     .await;
     assert_eq!(check(bob_id.clone(), other.clone()).await["decision"], "admin");
+    // The machine's login list: ann (user, directly) and bob (admin, through the nested group).
+    let (st, logins) = s
+        .api(
+            "GET",
+            &format!("/usher/machineLogins?machine={other}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{logins}");
+    let rights: Vec<(String, String)> = logins["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["principalId"].as_str().unwrap().to_owned(),
+                l["right"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rights,
+        {
+            let mut v = vec![(bob_id.clone(), "admin".to_owned())];
+            v.sort();
+            v
+        },
+        "rg2's machine: only the subscription-wide admin group"
+    );
+    let (_, logins) = s
+        .api(
+            "GET",
+            &format!("/usher/machineLogins?machine={vm1}"),
+            &admin,
+            None,
+        )
+        .await;
+    let mut got: Vec<(String, String)> = logins["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["principalId"].as_str().unwrap().to_owned(),
+                l["right"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (ann_id.clone(), "user".to_owned()),
+        (bob_id.clone(), "admin".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
     // Removing the membership removes the right at once.
     s.api(
         "DELETE",
