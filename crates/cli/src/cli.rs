@@ -100,6 +100,12 @@ pub enum Command {
     /// Manage the directory: users, groups, applications, service principals and logs.
     #[command(subcommand)]
     Ad(AdCommand),
+    /// Manage resource groups.
+    #[command(subcommand)]
+    Group(ResourceGroupCommand),
+    /// Manage role definitions and role assignments (role-based access control).
+    #[command(subcommand)]
+    Role(RoleCommand),
 }
 
 /// `usher login`.
@@ -531,6 +537,263 @@ pub struct TopArgs {
     pub top: Option<usize>,
 }
 
+/// `--subscription`, accepted by every resource-manager command.
+#[derive(Debug, Clone, Args)]
+pub struct SubscriptionArg {
+    /// Subscription id or name [default: the default subscription of the signed-in account].
+    #[arg(long, value_name = "ID")]
+    pub subscription: Option<String>,
+}
+
+/// `usher group ...` (resource groups).
+#[derive(Debug, Subcommand)]
+pub enum ResourceGroupCommand {
+    /// Create a new resource group (or update the tags of an existing one).
+    Create(ResourceGroupCreateArgs),
+    /// Get a resource group.
+    Show(ResourceGroupNameArgs),
+    /// List the resource groups of the subscription.
+    List(SubscriptionArg),
+    /// Delete a resource group.
+    Delete(ResourceGroupDeleteArgs),
+    /// Check whether a resource group exists (prints true or false).
+    Exists(ResourceGroupNameArgs),
+}
+
+/// `usher group create`.
+#[derive(Debug, Clone, Args)]
+pub struct ResourceGroupCreateArgs {
+    /// Name of the new resource group.
+    #[arg(
+        short = 'n',
+        long = "name",
+        visible_short_alias = 'g',
+        visible_alias = "resource-group",
+        value_name = "NAME"
+    )]
+    pub name: String,
+
+    /// Location, e.g. southcentralus.
+    #[arg(short = 'l', long, value_name = "LOCATION")]
+    pub location: String,
+
+    /// Space-separated tags: key[=value] [key[=value] ...].
+    #[arg(long, num_args = 0.., value_name = "TAG")]
+    pub tags: Option<Vec<String>>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// A resource group by name (`-n/--name` or `-g/--resource-group`).
+#[derive(Debug, Clone, Args)]
+pub struct ResourceGroupNameArgs {
+    /// Name of the resource group.
+    #[arg(
+        short = 'n',
+        long = "name",
+        visible_short_alias = 'g',
+        visible_alias = "resource-group",
+        value_name = "NAME"
+    )]
+    pub name: String,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher group delete`.
+#[derive(Debug, Clone, Args)]
+pub struct ResourceGroupDeleteArgs {
+    /// The resource group.
+    #[command(flatten)]
+    pub group: ResourceGroupNameArgs,
+
+    /// Do not prompt for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// Do not wait for the deletion to finish (it always finishes at once; accepted for az compatibility).
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+}
+
+/// `usher role ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Manage role definitions.
+    #[command(subcommand)]
+    Definition(RoleDefinitionCommand),
+    /// Manage role assignments.
+    #[command(subcommand)]
+    Assignment(RoleAssignmentCommand),
+}
+
+/// `usher role definition ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoleDefinitionCommand {
+    /// List role definitions.
+    List(RoleDefinitionListArgs),
+}
+
+/// `usher role definition list`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleDefinitionListArgs {
+    /// Only the role with this name (e.g. "Virtual Machine User Login").
+    #[arg(short = 'n', long = "name", value_name = "ROLE_NAME")]
+    pub name: Option<String>,
+
+    /// Scope at which the role definitions are listed [default: the subscription].
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// The principal types a role assignment can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum PrincipalType {
+    /// A user.
+    User,
+    /// A security group.
+    Group,
+    /// A service principal (including managed identities).
+    ServicePrincipal,
+    /// A foreign group.
+    ForeignGroup,
+}
+
+impl PrincipalType {
+    /// The value ARM uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalType::User => "User",
+            PrincipalType::Group => "Group",
+            PrincipalType::ServicePrincipal => "ServicePrincipal",
+            PrincipalType::ForeignGroup => "ForeignGroup",
+        }
+    }
+}
+
+/// `usher role assignment ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoleAssignmentCommand {
+    /// Create a role assignment for a user, group or service principal.
+    Create(RoleAssignmentCreateArgs),
+    /// List role assignments (by default those at the subscription scope; --all for every scope).
+    List(RoleAssignmentListArgs),
+    /// Delete role assignments, by id or by assignee, role and scope.
+    Delete(RoleAssignmentDeleteArgs),
+}
+
+/// `usher role assignment create`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleAssignmentCreateArgs {
+    /// Role name (e.g. "Virtual Machine Administrator Login") or role definition id.
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+
+    /// Who gets the role: user principal name, object id, group name, or service principal app id or name.
+    #[arg(
+        long,
+        value_name = "ASSIGNEE",
+        required_unless_present = "assignee_object_id",
+        conflicts_with = "assignee_object_id"
+    )]
+    pub assignee: Option<String>,
+
+    /// Object id of the assignee, used as given without a directory lookup (e.g. a principal of another directory).
+    #[arg(long = "assignee-object-id", value_name = "OBJECT_ID")]
+    pub assignee_object_id: Option<String>,
+
+    /// Type of the --assignee-object-id principal.
+    #[arg(
+        long = "assignee-principal-type",
+        value_enum,
+        ignore_case = true,
+        requires = "assignee_object_id",
+        value_name = "TYPE"
+    )]
+    pub assignee_principal_type: Option<PrincipalType>,
+
+    /// Scope of the assignment, e.g. /subscriptions/{sub}/resourceGroups/{rg} [default: the subscription].
+    #[arg(long, value_name = "SCOPE", conflicts_with = "resource_group")]
+    pub scope: Option<String>,
+
+    /// Resource group whose scope the assignment is made at.
+    #[arg(short = 'g', long = "resource-group", value_name = "NAME")]
+    pub resource_group: Option<String>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher role assignment list`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleAssignmentListArgs {
+    /// Only assignments of this principal: user principal name, object id, group name, or service principal.
+    #[arg(long, value_name = "ASSIGNEE")]
+    pub assignee: Option<String>,
+
+    /// Only assignments of this role (name or id).
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+
+    /// Only assignments at this scope [default: the subscription].
+    #[arg(long, value_name = "SCOPE", conflicts_with = "resource_group")]
+    pub scope: Option<String>,
+
+    /// Only assignments at the scope of this resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "NAME")]
+    pub resource_group: Option<String>,
+
+    /// Assignments at every scope of the subscription (the subscription, its resource groups and resources).
+    #[arg(long, conflicts_with_all = ["scope", "resource_group"])]
+    pub all: bool,
+
+    /// Also assignments at scopes above --scope (inherited).
+    #[arg(long = "include-inherited")]
+    pub include_inherited: bool,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher role assignment delete`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleAssignmentDeleteArgs {
+    /// Space-separated role assignment ids (the `id` that `role assignment list` prints).
+    #[arg(long, num_args = 1.., value_name = "ID", conflicts_with_all = ["assignee", "role", "scope", "resource_group"])]
+    pub ids: Vec<String>,
+
+    /// Delete the assignments of this principal.
+    #[arg(long, value_name = "ASSIGNEE")]
+    pub assignee: Option<String>,
+
+    /// Delete the assignments of this role (name or id).
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+
+    /// Delete the assignments at this scope [default: the subscription].
+    #[arg(long, value_name = "SCOPE", conflicts_with = "resource_group")]
+    pub scope: Option<String>,
+
+    /// Delete the assignments at the scope of this resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "NAME")]
+    pub resource_group: Option<String>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,6 +1033,105 @@ mod tests {
             parse(&["account", "show", "-o", "yaml"]).err().map(|e| e.kind()),
             Some(ErrorKind::InvalidValue)
         );
+    }
+
+    #[test]
+    fn resource_group_name_spellings() -> Result<(), clap::Error> {
+        for args in [
+            ["group", "show", "--resource-group", "rg"],
+            ["group", "show", "-g", "rg"],
+            ["group", "show", "--name", "rg"],
+            ["group", "show", "-n", "rg"],
+        ] {
+            let cli = parse(&args)?;
+            let Command::Group(ResourceGroupCommand::Show(a)) = cli.command else {
+                return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+            };
+            assert_eq!(a.name, "rg");
+        }
+        let cli = parse(&[
+            "group",
+            "create",
+            "-n",
+            "rg",
+            "-l",
+            "westus",
+            "--tags",
+            "a=b",
+            "c",
+            "--subscription",
+            "s",
+        ])?;
+        let Command::Group(ResourceGroupCommand::Create(a)) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.tags, Some(vec!["a=b".to_string(), "c".to_string()]));
+        assert_eq!(a.subscription.subscription.as_deref(), Some("s"));
+        let cli = parse(&["group", "delete", "-g", "rg", "-y"])?;
+        let Command::Group(ResourceGroupCommand::Delete(a)) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert!(a.yes);
+        assert_eq!(a.group.name, "rg");
+        Ok(())
+    }
+
+    #[test]
+    fn role_assignment_options() -> Result<(), clap::Error> {
+        let cli = parse(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            "Virtual Machine Administrator Login",
+            "--assignee-object-id",
+            "o",
+            "--assignee-principal-type",
+            "serviceprincipal",
+            "--scope",
+            "/subscriptions/s",
+        ])?;
+        let Command::Role(RoleCommand::Assignment(RoleAssignmentCommand::Create(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.assignee_principal_type, Some(PrincipalType::ServicePrincipal));
+        assert_eq!(a.assignee, None);
+        let kind = |args: &[&str]| parse(args).err().map(|e| e.kind());
+        assert_eq!(
+            kind(&["role", "assignment", "create", "--role", "r"]),
+            Some(ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            kind(&[
+                "role",
+                "assignment",
+                "create",
+                "--role",
+                "r",
+                "--assignee",
+                "a",
+                "--assignee-object-id",
+                "o"
+            ]),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            kind(&[
+                "role",
+                "assignment",
+                "list",
+                "--all",
+                "--scope",
+                "/subscriptions/s"
+            ]),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        let cli = parse(&["role", "assignment", "delete", "--ids", "a", "b"])?;
+        let Command::Role(RoleCommand::Assignment(RoleAssignmentCommand::Delete(a))) = cli.command else {
+            return Err(clap::Error::new(ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(a.ids, vec!["a", "b"]);
+        Ok(())
     }
 
     #[test]

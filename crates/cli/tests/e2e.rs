@@ -1012,3 +1012,476 @@ async fn application_and_client_secret() {
         .await
         .fails_with("Request_ResourceNotFound");
 }
+
+const VM_ADMIN_LOGIN: &str = "1c0163c0-47e6-4577-8991-ea5c82e286e4";
+const VM_USER_LOGIN: &str = "fb879df8-f326-4884-b1cf-06f3ad86be52";
+
+/// The ids in a JSON array of objects.
+fn ids_of(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The seed document's sequence, with `usher` in place of `az`: a resource group, the signed-in
+/// user's name, the group's id, and a role assignment at the group's scope; then the same
+/// assignment again, listing and deleting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_sequence_group_and_role_assignment() {
+    let server = usher_testkit::spawn().await;
+    let cli = Cli::new(&server);
+    cli.run(&["login", "-u", ADMIN, "-p", ADMIN_PASSWORD]).await.ok();
+    let sub = cli
+        .run(&["account", "show", "--query", "id", "-o", "tsv"])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+
+    let group = cli
+        .run(&[
+            "group",
+            "create",
+            "--name",
+            "myResourceGroup",
+            "--location",
+            "southcentralus",
+        ])
+        .await
+        .json();
+    let rg_id = format!("/subscriptions/{sub}/resourceGroups/myResourceGroup");
+    assert_eq!(group["id"], rg_id.as_str(), "{group}");
+    assert_eq!(group["name"], "myResourceGroup");
+    assert_eq!(group["location"], "southcentralus");
+    assert_eq!(group["properties"]["provisioningState"], "Succeeded");
+
+    let username = cli
+        .run(&["account", "show", "--query", "user.name", "--output", "tsv"])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(username, ADMIN);
+    let rg = cli
+        .run(&[
+            "group",
+            "show",
+            "--resource-group",
+            "myResourceGroup",
+            "--query",
+            "id",
+            "-o",
+            "tsv",
+        ])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(rg, rg_id);
+
+    let create = [
+        "role",
+        "assignment",
+        "create",
+        "--role",
+        "Virtual Machine Administrator Login",
+        "--assignee",
+        username.as_str(),
+        "--scope",
+        rg.as_str(),
+    ];
+    let created = cli.run(&create).await.json();
+    assert_eq!(created["principalType"], "User", "{created}");
+    assert_eq!(
+        created["roleDefinitionId"],
+        format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{VM_ADMIN_LOGIN}"),
+        "{created}"
+    );
+    assert!(
+        created["scope"].as_str().unwrap().eq_ignore_ascii_case(&rg),
+        "{created}"
+    );
+    assert_eq!(created["type"], "Microsoft.Authorization/roleAssignments");
+    assert!(created.get("properties").is_none(), "flattened: {created}");
+    let admin_id = cli
+        .run(&["ad", "user", "show", "--id", ADMIN, "--query", "id", "-o", "tsv"])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(created["principalId"], admin_id.as_str());
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.ends_with(created["name"].as_str().unwrap()), "{created}");
+
+    // the same assignment again: Azure's conflict
+    let again = cli.run(&create).await;
+    again.fails_with("RoleAssignmentExists");
+
+    // listed for the assignee across the subscription, with az's filled-in names
+    let listed = cli
+        .run(&["role", "assignment", "list", "--assignee", &username, "--all"])
+        .await
+        .json();
+    assert!(ids_of(&listed).contains(&id), "{listed}");
+    let mine = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(mine["roleDefinitionName"], "Virtual Machine Administrator Login");
+    assert_eq!(mine["principalName"], ADMIN);
+    assert_eq!(mine["principalType"], "User");
+    // by default only the subscription's own scope is listed; --scope / -g list the group's
+    let at_sub = cli.run(&["role", "assignment", "list"]).await.json();
+    assert!(!ids_of(&at_sub).contains(&id), "{at_sub}");
+    let at_rg = cli
+        .run(&["role", "assignment", "list", "--scope", &rg])
+        .await
+        .json();
+    assert_eq!(ids_of(&at_rg), vec![id.clone()], "{at_rg}");
+    let by_role = cli
+        .run(&[
+            "role",
+            "assignment",
+            "list",
+            "-g",
+            "myResourceGroup",
+            "--role",
+            "Virtual Machine User Login",
+        ])
+        .await
+        .json();
+    assert_eq!(by_role, json!([]));
+
+    let run = cli.run(&["role", "assignment", "delete", "--ids", &id]).await;
+    assert_eq!(run.ok(), "");
+    let listed = cli
+        .run(&["role", "assignment", "list", "--assignee", &username, "--all"])
+        .await
+        .json();
+    assert!(!ids_of(&listed).contains(&id), "{listed}");
+
+    // delete by assignee, role and scope
+    let created = cli.run(&create).await.json();
+    let run = cli
+        .run(&[
+            "role",
+            "assignment",
+            "delete",
+            "--assignee",
+            &username,
+            "--role",
+            "Virtual Machine Administrator Login",
+            "--scope",
+            &rg,
+        ])
+        .await;
+    assert_eq!(run.ok(), "");
+    let at_rg = cli
+        .run(&["role", "assignment", "list", "--scope", &rg])
+        .await
+        .json();
+    assert!(
+        !ids_of(&at_rg).contains(&created["id"].as_str().unwrap().to_string()),
+        "{at_rg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_assignment_unknown_principal_and_role() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    let run = cli
+        .run(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            "Virtual Machine User Login",
+            "--assignee",
+            "nobody@fabrikam.test",
+        ])
+        .await;
+    run.fails_with("PrincipalNotFound");
+    assert!(
+        run.stderr
+            .contains("Cannot find user or service principal in graph database for 'nobody@fabrikam.test'"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--assignee-object-id"), "{run:?}");
+
+    // an object id given as such is not looked up here: the server refuses it
+    let run = cli
+        .run(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            "Virtual Machine User Login",
+            "--assignee-object-id",
+            "3f2b8a61-9c7e-4d0a-b5e4-2a6c1d9e7f30",
+            "--assignee-principal-type",
+            "User",
+        ])
+        .await;
+    run.fails_with("PrincipalNotFound");
+    assert!(
+        run.stderr.contains("3f2b8a61-9c7e-4d0a-b5e4-2a6c1d9e7f30"),
+        "{run:?}"
+    );
+
+    cli.run(&[
+        "role",
+        "assignment",
+        "create",
+        "--role",
+        "Virtual Machine Superhero",
+        "--assignee",
+        ADMIN,
+    ])
+    .await
+    .fails_with("RoleDefinitionDoesNotExist");
+
+    // a group by display name and a service principal by app id are assignees too
+    cli.run(&[
+        "ad",
+        "group",
+        "create",
+        "--display-name",
+        "VM Users",
+        "--mail-nickname",
+        "vmusers",
+    ])
+    .await
+    .ok();
+    let a = cli
+        .run(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            VM_USER_LOGIN,
+            "--assignee",
+            "VM Users",
+        ])
+        .await
+        .json();
+    assert_eq!(a["principalType"], "Group", "{a}");
+    let sp = cli
+        .run(&[
+            "ad",
+            "sp",
+            "show",
+            "--id",
+            VM_SIGN_IN_APP,
+            "--query",
+            "id",
+            "-o",
+            "tsv",
+        ])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    let a = cli
+        .run(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            "Virtual Machine User Login",
+            "--assignee",
+            VM_SIGN_IN_APP,
+        ])
+        .await
+        .json();
+    assert_eq!(a["principalType"], "ServicePrincipal", "{a}");
+    assert_eq!(a["principalId"], sp.as_str(), "{a}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_owner_cannot_assign_roles_or_create_groups() {
+    let server = usher_testkit::spawn().await;
+    let admin = admin_cli(&server).await;
+    let sub = admin
+        .run(&["account", "show", "--query", "id", "-o", "tsv"])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    admin
+        .run(&[
+            "ad",
+            "user",
+            "create",
+            "--display-name",
+            "Frank",
+            "--user-principal-name",
+            "frank@contoso.test",
+            "--password",
+            USER_PASSWORD,
+        ])
+        .await
+        .ok();
+    let frank = Cli::new(&server);
+    assert_eq!(
+        frank.login("frank@contoso.test", USER_PASSWORD).await.json(),
+        json!([])
+    );
+
+    // no subscription of his own: a clear error, unless --subscription names one
+    let run = frank.run(&["group", "list"]).await;
+    run.fails_with("SubscriptionNotFound");
+    assert!(run.stderr.contains("usher account show"), "{run:?}");
+
+    frank
+        .run(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            "Virtual Machine Administrator Login",
+            "--assignee",
+            "frank@contoso.test",
+            "--subscription",
+            &sub,
+        ])
+        .await
+        .fails_with("AuthorizationFailed");
+    frank
+        .run(&[
+            "group",
+            "create",
+            "-n",
+            "franksGroup",
+            "-l",
+            "westus",
+            "--subscription",
+            &sub,
+        ])
+        .await
+        .fails_with("AuthorizationFailed");
+    let run = admin.run(&["group", "exists", "-n", "franksGroup"]).await;
+    assert_eq!(run.ok(), "false\n");
+    let listed = admin
+        .run(&[
+            "role",
+            "assignment",
+            "list",
+            "--assignee",
+            "frank@contoso.test",
+            "--all",
+        ])
+        .await
+        .json();
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_definition_list() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    let run = cli
+        .run(&[
+            "role",
+            "definition",
+            "list",
+            "--name",
+            "Virtual Machine User Login",
+            "--query",
+            "[0].name",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(run.ok(), format!("{VM_USER_LOGIN}\n"));
+
+    let defs = cli
+        .run(&[
+            "role",
+            "definition",
+            "list",
+            "--name",
+            "virtual machine administrator login",
+        ])
+        .await
+        .json();
+    let defs = defs.as_array().unwrap();
+    assert_eq!(defs.len(), 1, "{defs:?}");
+    let d = &defs[0];
+    assert_eq!(d["roleName"], "Virtual Machine Administrator Login");
+    assert_eq!(d["name"], VM_ADMIN_LOGIN);
+    assert_eq!(d["roleType"], "BuiltInRole");
+    assert_eq!(d["type"], "Microsoft.Authorization/roleDefinitions");
+    assert!(d["id"].as_str().unwrap().ends_with(VM_ADMIN_LOGIN), "{d}");
+    assert!(
+        d["permissions"].is_array() && d["assignableScopes"].is_array(),
+        "{d}"
+    );
+
+    let all = cli
+        .run(&["role", "definition", "list", "--query", "[].roleName"])
+        .await
+        .json();
+    assert!(all.as_array().unwrap().contains(&json!("Owner")), "{all}");
+    let none = cli
+        .run(&["role", "definition", "list", "--name", "No Such Role"])
+        .await
+        .json();
+    assert_eq!(none, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_group_list_exists_delete() {
+    let server = usher_testkit::spawn().await;
+    let cli = admin_cli(&server).await;
+    assert_eq!(cli.run(&["group", "list"]).await.json(), json!([]));
+    let run = cli.run(&["group", "exists", "--name", "rg1"]).await;
+    assert_eq!(run.ok(), "false\n");
+
+    let g = cli
+        .run(&[
+            "group", "create", "-g", "rg1", "-l", "westus", "--tags", "env=test", "owner",
+        ])
+        .await
+        .json();
+    assert_eq!(g["tags"], json!({"env": "test", "owner": ""}), "{g}");
+    cli.run(&["group", "create", "-n", "rg2", "-l", "eastus"])
+        .await
+        .ok();
+    let names = cli
+        .run(&["group", "list", "--query", "[].name", "-o", "tsv"])
+        .await;
+    let mut names: Vec<&str> = names.ok().lines().collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["rg1", "rg2"]);
+    let run = cli.run(&["group", "exists", "-n", "rg1"]).await;
+    assert_eq!(run.ok(), "true\n");
+    let shown = cli.run(&["group", "show", "-n", "rg1"]).await.json();
+    assert_eq!(shown["location"], "westus");
+
+    // another location for an existing group: Azure's error
+    cli.run(&["group", "create", "-n", "rg1", "-l", "eastus"])
+        .await
+        .fails_with("InvalidResourceGroupLocation");
+
+    // without --yes and without a terminal, delete refuses and deletes nothing
+    let run = cli.run(&["group", "delete", "-n", "rg1"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--yes"), "{run:?}");
+    assert_eq!(cli.run(&["group", "exists", "-n", "rg1"]).await.ok(), "true\n");
+
+    let run = cli.run(&["group", "delete", "-g", "rg1", "--yes"]).await;
+    assert_eq!(run.ok(), "");
+    assert_eq!(cli.run(&["group", "exists", "-n", "rg1"]).await.ok(), "false\n");
+    cli.run(&["group", "show", "-n", "rg1"])
+        .await
+        .fails_with("ResourceGroupNotFound");
+    let names = cli
+        .run(&["group", "list", "--query", "[].name", "-o", "tsv"])
+        .await;
+    assert_eq!(names.ok(), "rg2\n");
+}

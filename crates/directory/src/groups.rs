@@ -1,13 +1,57 @@
 //! Groups with transitive membership (SPEC D3).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
 
 use usher_store::Record;
 
 use crate::model::{DirectoryObject, Group};
 use crate::{DirResult, Directory, DirectoryError, kinds};
 
+/// How long the cached group list serves reads, in seconds. Changes made through this process
+/// invalidate it at once; this bounds how stale another replica's changes can be.
+const GROUP_CACHE_SECS: i64 = 2;
+
+/// The group list, cached for membership computations (each login decision needs the caller's
+/// transitive groups).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct GroupCache(Arc<RwLock<Option<CachedGroups>>>);
+
+/// The cached list and when it was read.
+type CachedGroups = (Arc<Vec<Group>>, i64);
+
+impl GroupCache {
+    fn get(&self, now: i64) -> Option<Arc<Vec<Group>>> {
+        let guard = self.0.read().ok()?;
+        guard
+            .as_ref()
+            .filter(|(_, at)| now - at < GROUP_CACHE_SECS)
+            .map(|(g, _)| g.clone())
+    }
+    fn put(&self, groups: Arc<Vec<Group>>, now: i64) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some((groups, now));
+        }
+    }
+    pub(crate) fn invalidate(&self) {
+        if let Ok(mut g) = self.0.write() {
+            *g = None;
+        }
+    }
+}
+
 impl Directory {
+    /// All groups, through the short-lived cache.
+    async fn groups_snapshot(&self) -> DirResult<Arc<Vec<Group>>> {
+        let now = self.now();
+        if let Some(g) = self.group_cache.get(now) {
+            return Ok(g);
+        }
+        let groups = Arc::new(self.list_all::<Group>(kinds::GROUP).await?);
+        self.group_cache.put(groups.clone(), now);
+        Ok(groups)
+    }
+
     /// Creates a group.
     pub async fn create_group(
         &self,
@@ -59,6 +103,7 @@ impl Directory {
         let group = self.get_group(id).await?;
         self.remove_from_all_groups(&group.id).await?;
         self.store.delete(kinds::GROUP, &group.id, None).await?;
+        self.group_cache.invalidate();
         Ok(group)
     }
 
@@ -110,6 +155,7 @@ impl Directory {
             Ok(None)
         })
         .await
+        .inspect(|_| self.group_cache.invalidate())
     }
 
     /// Removes a direct member.
@@ -128,6 +174,7 @@ impl Directory {
             Ok(None)
         })
         .await
+        .inspect(|_| self.group_cache.invalidate())
     }
 
     /// Direct members.
@@ -187,7 +234,7 @@ impl Directory {
 
     /// Groups that `object_id` is a member of, directly or through other groups.
     pub async fn transitive_member_of(&self, object_id: &str) -> DirResult<Vec<Group>> {
-        let groups = self.list_groups().await?;
+        let groups = self.groups_snapshot().await?;
         Ok(transitive_groups(&groups, &object_id.to_lowercase()))
     }
 

@@ -61,6 +61,7 @@ pub struct Directory {
     /// One gate per user: credential checks of a user run one at a time, so concurrent guesses
     /// cannot all pass the lockout check before any failure is counted.
     user_gates: auth::UserGates,
+    group_cache: groups::GroupCache,
 }
 
 impl Directory {
@@ -87,6 +88,7 @@ impl Directory {
             logs,
             apps_cache: apps::AppCache::default(),
             user_gates: auth::UserGates::default(),
+            group_cache: groups::GroupCache::default(),
         }
     }
 

@@ -3,9 +3,12 @@
 
 pub mod account;
 pub mod app;
+pub mod arm;
 pub mod group;
 pub mod login;
 pub mod logs;
+pub mod resource_group;
+pub mod role;
 pub mod sp;
 pub mod user;
 
@@ -30,6 +33,8 @@ pub async fn run(ctx: &Context, command: Command) -> Result<()> {
             AdCommand::Signin(cmd) => logs::signins(ctx, cmd).await,
             AdCommand::Audit(cmd) => logs::audits(ctx, cmd).await,
         },
+        Command::Group(cmd) => resource_group::run(ctx, cmd).await,
+        Command::Role(cmd) => role::run(ctx, cmd).await,
     }
 }
 
