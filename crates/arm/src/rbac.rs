@@ -295,7 +295,8 @@ impl Arm {
         let now = self.dir.clock().now_unix();
         let stored = StoredAssignment {
             name: name.to_ascii_lowercase(),
-            scope: scope.as_str().to_owned(),
+            // Azure answers with the scope as the caller wrote it; comparisons use the normal form.
+            scope: scope_text.trim().trim_end_matches('/').to_owned(),
             role_definition_id: role_id.clone(),
             principal_id: principal_id.clone(),
             principal_type: Self::principal_type(&principal).to_owned(),
@@ -436,7 +437,7 @@ impl Arm {
             return Ok(None);
         };
         let a: StoredAssignment = rec.decode()?;
-        if a.scope != scope.as_str() {
+        if Scope::parse(&a.scope).ok().as_ref() != Some(&scope) {
             return Ok(None);
         }
         self.dir

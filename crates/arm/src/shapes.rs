@@ -18,10 +18,11 @@ pub(crate) fn subscription(id: &str, display_name: &str, tenant_id: &str) -> Val
 
 /// A role definition as listed at `scope` (a subscription, or `/` for tenant level).
 pub(crate) fn role_definition(r: &RoleDefinition, scope: &str, builtin: bool) -> Value {
-    let prefix = if scope == "/" {
-        String::new()
-    } else {
-        scope.to_owned()
+    // Azure names a definition under its subscription whatever the scope it was listed at.
+    let segs: Vec<&str> = scope.split('/').skip(1).collect();
+    let prefix = match segs.as_slice() {
+        [kw, sub, ..] if kw.eq_ignore_ascii_case("subscriptions") => format!("/subscriptions/{sub}"),
+        _ => String::new(),
     };
     json!({
         "id": format!("{prefix}/providers/Microsoft.Authorization/roleDefinitions/{}", r.id),

@@ -203,13 +203,29 @@ async fn role_definitions_and_assignments() {
         .await;
     assert_eq!(st, 201, "{a}");
     assert_eq!(a["properties"]["principalType"], "User");
-    assert_eq!(a["properties"]["scope"], rg_scope.to_lowercase());
+    assert_eq!(
+        a["properties"]["scope"], rg_scope,
+        "the scope keeps the caller's case, as in Azure"
+    );
     assert_eq!(
         a["id"],
-        format!(
-            "{}/providers/Microsoft.Authorization/roleAssignments/{name1}",
-            rg_scope.to_lowercase()
+        format!("{rg_scope}/providers/Microsoft.Authorization/roleAssignments/{name1}")
+    );
+    let (_, defs_at_rg) = s
+        .api(
+            "GET",
+            &format!("{rg_scope}/providers/Microsoft.Authorization/roleDefinitions"),
+            &admin,
+            None,
         )
+        .await;
+    assert!(
+        defs_at_rg["value"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"
+            ))
     );
     // The same again under the same name is idempotent; under another name it already exists.
     assert_eq!(
