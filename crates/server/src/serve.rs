@@ -175,6 +175,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
     let state = AppState {
         idp,
         arm,
+        token_cache: Arc::new(crate::routes::TokenCache::default()),
         metrics: Arc::new(crate::metrics::Metrics::install()),
         secure_cookies: true,
     };

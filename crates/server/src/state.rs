@@ -10,6 +10,8 @@ pub struct AppState {
     pub idp: Idp,
     /// The resource manager.
     pub arm: usher_arm::Arm,
+    /// Validated bearer tokens.
+    pub token_cache: Arc<crate::routes::TokenCache>,
     /// Prometheus text renderer.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether cookies get `Secure` (always, since TLS is always on).

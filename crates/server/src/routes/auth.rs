@@ -8,6 +8,34 @@ use serde_json::Value;
 use crate::AppState;
 use crate::error::ApiError;
 
+/// Validated bearer tokens, by SHA-256 of the token: verifying an ES256 signature costs more than
+/// the rest of a typical API request. An entry lives at most [`TOKEN_CACHE_SECS`] and never past
+/// the token's `exp`, so a retired signing key stops being honoured within that time.
+#[derive(Debug, Default)]
+pub struct TokenCache(std::sync::RwLock<std::collections::HashMap<Vec<u8>, (Caller, i64)>>);
+
+/// Longest life of a cache entry, in seconds.
+pub const TOKEN_CACHE_SECS: i64 = 300;
+const TOKEN_CACHE_MAX: usize = 50_000;
+
+impl TokenCache {
+    fn get(&self, digest: &[u8], now: i64) -> Option<Caller> {
+        let map = self.0.read().ok()?;
+        map.get(digest)
+            .filter(|(_, until)| *until > now)
+            .map(|(c, _)| c.clone())
+    }
+
+    fn put(&self, digest: Vec<u8>, caller: Caller, until: i64) {
+        if let Ok(mut map) = self.0.write() {
+            if map.len() >= TOKEN_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(digest, (caller, until));
+        }
+    }
+}
+
 /// An authenticated caller of the API.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -34,11 +62,17 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthenticated("The Authorization header must be a Bearer token.".into())
             })?;
+        let token = token.trim();
+        let now = state.dir().clock().now_unix();
+        let digest = usher_crypto::secret::sha256(token.as_bytes());
+        if let Some(c) = state.token_cache.get(&digest, now) {
+            return Ok(c);
+        }
         let public = state.idp.public_url().to_owned();
         let audiences = vec![public.clone(), format!("{public}/")];
         let claims = state
             .idp
-            .validate_access_token(token.trim(), &audiences)
+            .validate_access_token(token, &audiences)
             .map_err(|e| ApiError::Unauthenticated(format!("Access token validation failure: {e}.")))?;
         let oid = claims
             .get("oid")
@@ -50,11 +84,16 @@ impl FromRequestParts<AppState> for Caller {
                 "Access token validation failure: the token has no oid.".into(),
             ));
         }
-        Ok(Caller {
+        let caller = Caller {
             oid,
             upn: claims.get("upn").and_then(Value::as_str).map(str::to_owned),
             is_app: claims.get("idtyp").and_then(Value::as_str) == Some("app"),
-        })
+        };
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+        state
+            .token_cache
+            .put(digest, caller.clone(), exp.min(now + TOKEN_CACHE_SECS));
+        Ok(caller)
     }
 }
 

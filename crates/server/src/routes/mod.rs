@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use crate::AppState;
 
 pub use arm::normalize_path;
-pub use auth::{Caller, UserCaller};
+pub use auth::{Caller, TokenCache, UserCaller};
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
