@@ -142,3 +142,28 @@ impl FromRequestParts<AppState> for UserCaller {
         Ok(Self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Caller, TokenCache};
+
+    #[test]
+    fn cached_tokens_expire_and_are_keyed_by_digest() {
+        let cache = TokenCache::default();
+        let caller = Caller {
+            oid: "o".into(),
+            upn: None,
+            is_app: false,
+        };
+        cache.put(b"digest-1".to_vec(), caller, 1_000);
+        assert_eq!(cache.get(b"digest-1", 999).map(|c| c.oid), Some("o".into()));
+        assert!(
+            cache.get(b"digest-1", 1_000).is_none(),
+            "not at or past the entry's end"
+        );
+        assert!(
+            cache.get(b"digest-2", 999).is_none(),
+            "another token is not a hit"
+        );
+    }
+}
