@@ -6,6 +6,27 @@ use usher_directory::model::DirectoryObject;
 
 use crate::{Arm, ArmError, ArmResult};
 
+/// A machine's resource id as a scope; subscriptions and resource groups are refused.
+fn machine_scope(machine: &str) -> ArmResult<Scope> {
+    let scope = Scope::parse(machine).map_err(|_| {
+        ArmError::new(
+            400,
+            "InvalidMachine",
+            format!(
+                "'{machine}' is not a machine's resource id (/subscriptions/…/resourceGroups/…/providers/…)."
+            ),
+        )
+    })?;
+    if !scope.as_str().contains("/providers/") {
+        return Err(ArmError::new(
+            400,
+            "InvalidMachine",
+            format!("'{machine}' names a subscription or resource group, not a machine."),
+        ));
+    }
+    Ok(scope)
+}
+
 /// The action a caller needs at the machine's scope to ask about others.
 pub const LOGIN_CHECK_READ: &str = "Microsoft.Authorization/roleAssignments/read";
 
@@ -14,16 +35,7 @@ impl Arm {
     /// The caller needs `roleAssignments/read` at the machine (machines asking about themselves
     /// come with their identities).
     pub async fn login_check(&self, caller: &str, principal: &str, machine: &str) -> ArmResult<Value> {
-        let scope = Scope::parse(machine).map_err(|_| {
-            ArmError::new(400, "InvalidMachine", format!("'{machine}' is not a machine's resource id (/subscriptions/…/resourceGroups/…/providers/…)."))
-        })?;
-        if !scope.as_str().contains("/providers/") {
-            return Err(ArmError::new(
-                400,
-                "InvalidMachine",
-                format!("'{machine}' names a subscription or resource group, not a machine."),
-            ));
-        }
+        let scope = machine_scope(machine)?;
         self.authorize(caller, &scope, LOGIN_CHECK_READ).await?;
         let object = if principal.contains('@') {
             self.dir
@@ -82,20 +94,7 @@ impl Arm {
     /// Everyone who may log in to the machine, with the best right each has (groups expanded to
     /// their enabled users and service principals, transitively). The agent caches this.
     pub async fn machine_logins(&self, caller: &str, machine: &str) -> ArmResult<Value> {
-        let scope = Scope::parse(machine).map_err(|_| {
-            ArmError::new(
-                400,
-                "InvalidMachine",
-                format!("'{machine}' is not a machine's resource id."),
-            )
-        })?;
-        if !scope.as_str().contains("/providers/") {
-            return Err(ArmError::new(
-                400,
-                "InvalidMachine",
-                format!("'{machine}' names a subscription or resource group, not a machine."),
-            ));
-        }
+        let scope = machine_scope(machine)?;
         self.authorize(caller, &scope, LOGIN_CHECK_READ).await?;
         let grants = self.snapshot()?.login_grants(&scope);
         let mut best: std::collections::BTreeMap<String, (LoginRight, Option<String>, Vec<String>)> =

@@ -24,6 +24,17 @@ struct StoredAssignment {
     created_by: Option<String>,
 }
 
+/// A role-assignment scope, or InvalidRoleAssignmentScope.
+fn assignment_scope(scope_text: &str) -> ArmResult<Scope> {
+    Scope::parse(scope_text).map_err(|_| {
+        ArmError::new(
+            400,
+            "InvalidRoleAssignmentScope",
+            format!("The scope '{scope_text}' is not valid for a role assignment."),
+        )
+    })
+}
+
 fn role_guid(role_definition_id: &str) -> String {
     role_definition_id
         .trim_end_matches('/')
@@ -213,13 +224,7 @@ impl Arm {
         name: &str,
         body: &Value,
     ) -> ArmResult<(bool, Value)> {
-        let scope = Scope::parse(scope_text).map_err(|_| {
-            ArmError::new(
-                400,
-                "InvalidRoleAssignmentScope",
-                format!("The scope '{scope_text}' is not valid for a role assignment."),
-            )
-        })?;
+        let scope = assignment_scope(scope_text)?;
         if !is_guid(name) {
             return Err(ArmError::new(
                 400,
@@ -366,13 +371,7 @@ impl Arm {
         scope_text: &str,
         filter: &AssignmentFilter,
     ) -> ArmResult<Vec<Value>> {
-        let scope = Scope::parse(scope_text).map_err(|_| {
-            ArmError::new(
-                400,
-                "InvalidRoleAssignmentScope",
-                format!("The scope '{scope_text}' is not valid."),
-            )
-        })?;
+        let scope = assignment_scope(scope_text)?;
         self.authorize(caller, &scope, "Microsoft.Authorization/roleAssignments/read")
             .await?;
         let wanted_principals: Option<Vec<String>> = match filter {
@@ -422,13 +421,7 @@ impl Arm {
         scope_text: &str,
         name: &str,
     ) -> ArmResult<Option<Value>> {
-        let scope = Scope::parse(scope_text).map_err(|_| {
-            ArmError::new(
-                400,
-                "InvalidRoleAssignmentScope",
-                format!("The scope '{scope_text}' is not valid."),
-            )
-        })?;
+        let scope = assignment_scope(scope_text)?;
         self.authorize(caller, &scope, "Microsoft.Authorization/roleAssignments/delete")
             .await?;
         let now = self.dir.clock().now_unix();
