@@ -48,13 +48,6 @@ fn is_guid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36
 }
 
-fn iso(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 fn subscription_of(scope: &str) -> Option<&str> {
     let mut it = scope.split('/').skip(1);
     match (it.next(), it.next()) {
@@ -85,8 +78,8 @@ fn assignment_json(a: &StoredAssignment) -> Value {
             "principalId": a.principal_id,
             "principalType": a.principal_type,
             "scope": a.scope,
-            "createdOn": iso(a.created_on),
-            "updatedOn": iso(a.created_on),
+            "createdOn": usher_core::rfc3339(a.created_on),
+            "updatedOn": usher_core::rfc3339(a.created_on),
             "createdBy": a.created_by,
         },
     })

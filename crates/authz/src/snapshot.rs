@@ -220,12 +220,10 @@ impl Snapshot {
     /// subscription visible to them).
     pub fn has_any_role_around(&self, principals: &[&str], scope: &Scope) -> bool {
         principals.iter().any(|p| {
-            self.by_principal
-                .get(&p.to_ascii_lowercase())
-                .is_some_and(|list| {
-                    list.iter()
-                        .any(|a| a.scope.contains(scope) || scope.contains(&a.scope))
-                })
+            self.assignments_of(p).is_some_and(|list| {
+                list.iter()
+                    .any(|a| a.scope.contains(scope) || scope.contains(&a.scope))
+            })
         })
     }
 
@@ -311,6 +309,16 @@ impl Snapshot {
         }
     }
 
+    /// A principal's assignments (ids compared case-insensitively).
+    fn assignments_of(&self, principal: &str) -> Option<&Vec<Arc<Assignment>>> {
+        // Object ids are almost always lower case already: allocate only when they are not.
+        if principal.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_principal.get(&principal.to_ascii_lowercase())
+        } else {
+            self.by_principal.get(principal)
+        }
+    }
+
     fn for_applicable(
         &self,
         principals: &[&str],
@@ -318,7 +326,7 @@ impl Snapshot {
         mut f: impl FnMut(&Assignment, &CompiledRole),
     ) {
         for p in principals {
-            let Some(list) = self.by_principal.get(&p.to_ascii_lowercase()) else {
+            let Some(list) = self.assignments_of(p) else {
                 continue;
             };
             for a in list {

@@ -10,6 +10,14 @@ pub use clock::{Clock, FixedClock, Rng, SystemClock, SystemRng};
 pub use password_policy::{PasswordPolicy, PolicyViolation};
 pub use principal::{MfaState, UserType};
 
+/// Unix seconds as an RFC 3339 UTC timestamp (`2026-11-25T14:00:00Z`); empty if out of range.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Well-known application ids (SPEC D4).
 pub mod well_known {
     /// "Azure Windows VM Sign-In": the resource of machine login tokens and SSH certificates.

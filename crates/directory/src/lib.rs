@@ -128,7 +128,8 @@ impl Directory {
         self.clock.now_unix()
     }
 
-    fn new_id(&self) -> String {
+    /// A fresh random GUID (object ids, trace and correlation ids).
+    pub fn new_id(&self) -> String {
         let mut b = [0u8; 16];
         self.rng.fill(&mut b);
         uuid::Builder::from_random_bytes(b).into_uuid().to_string()

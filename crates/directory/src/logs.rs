@@ -187,19 +187,12 @@ impl LogWriter {
     }
 }
 
-fn iso(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 impl Directory {
     /// Records a sign-in attempt (batched).
     pub async fn log_sign_in(&self, e: SignInEvent) {
         let at = self.now();
         let id = self.new_id();
-        let created = iso(at);
+        let created = usher_core::rfc3339(at);
         let entry = SignInRecord {
             id: &id,
             created_date_time: &created,
@@ -238,7 +231,7 @@ impl Directory {
         let at = self.now();
         let value = json!({
             "id": self.new_id(),
-            "activityDateTime": iso(at),
+            "activityDateTime": usher_core::rfc3339(at),
             "activityDisplayName": e.activity,
             "category": e.category,
             "result": "success",

@@ -300,7 +300,7 @@ impl Idp {
         token: &str,
         audiences: &[String],
     ) -> Result<serde_json::Map<String, Value>, usher_crypto::jwt::TokenError> {
-        let issuer = self.issuer();
+        let issuer = self.issuer_str();
         let keyset = self
             .keys()
             .keyset()
@@ -309,7 +309,7 @@ impl Idp {
             token,
             &usher_crypto::jwt::Expectations {
                 kind: TokenKind::Access,
-                issuer: &issuer,
+                issuer,
                 audiences,
                 now: self.now(),
             },

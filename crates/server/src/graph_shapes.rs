@@ -3,13 +3,6 @@
 use serde_json::{Value, json};
 use usher_directory::model::{Application, DirectoryObject, Group, ServicePrincipal, User};
 
-fn iso(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// A user.
 pub fn user(u: &User) -> Value {
     json!({
@@ -20,8 +13,8 @@ pub fn user(u: &User) -> Value {
         "mail": Value::Null,
         "accountEnabled": u.account_enabled,
         "userType": format!("{:?}", u.user_type),
-        "createdDateTime": iso(u.created_at),
-        "lastPasswordChangeDateTime": iso(u.password_set_at),
+        "createdDateTime": usher_core::rfc3339(u.created_at),
+        "lastPasswordChangeDateTime": usher_core::rfc3339(u.password_set_at),
         "passwordPolicies": "None",
         "passwordProfile": {"forceChangePasswordNextSignIn": u.force_change_password_next_sign_in},
     })
@@ -37,7 +30,7 @@ pub fn group(g: &Group) -> Value {
         "securityEnabled": g.security_enabled,
         "mailEnabled": false,
         "groupTypes": [],
-        "createdDateTime": iso(g.created_at),
+        "createdDateTime": usher_core::rfc3339(g.created_at),
     })
 }
 
@@ -52,10 +45,10 @@ pub fn application(a: &Application) -> Value {
         "web": {"redirectUris": a.web_redirect_uris},
         "publicClient": {"redirectUris": a.public_client_redirect_uris},
         "signInAudience": "AzureADMyOrg",
-        "createdDateTime": iso(a.created_at),
+        "createdDateTime": usher_core::rfc3339(a.created_at),
         "passwordCredentials": a.password_credentials.iter().map(|c| json!({
             "keyId": c.key_id, "displayName": c.display_name, "hint": c.hint,
-            "startDateTime": iso(c.start), "endDateTime": iso(c.end), "secretText": Value::Null,
+            "startDateTime": usher_core::rfc3339(c.start), "endDateTime": usher_core::rfc3339(c.end), "secretText": Value::Null,
         })).collect::<Vec<_>>(),
         "keyCredentials": a.key_credentials.iter().map(|k| json!({
             "keyId": k.key_id, "displayName": k.display_name, "type": "Jwk", "usage": "Verify",

@@ -3,12 +3,10 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::AppState;
 
 /// The process-wide recorder handle.
 #[derive(Debug)]
@@ -56,7 +54,7 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 }
 
 /// Counts requests and records their latency.
-pub async fn track(State(_): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let start = Instant::now();

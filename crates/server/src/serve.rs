@@ -177,7 +177,6 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
         arm,
         token_cache: Arc::new(crate::routes::TokenCache::default()),
         metrics: Arc::new(crate::metrics::Metrics::install()),
-        secure_cookies: true,
     };
     let router = crate::routes::router(state.clone());
 

@@ -14,8 +14,6 @@ pub struct AppState {
     pub token_cache: Arc<crate::routes::TokenCache>,
     /// Prometheus text renderer.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Whether cookies get `Secure` (always, since TLS is always on).
-    pub secure_cookies: bool,
 }
 
 impl AppState {

@@ -846,14 +846,9 @@ pub async fn add_password(
         json!({"keyId": cred.key_id}),
     )
     .await?;
-    let fmt = |t: i64| {
-        time::OffsetDateTime::from_unix_timestamp(t)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-    };
     Ok(Json(json!({
         "keyId": cred.key_id, "displayName": cred.display_name, "hint": cred.hint,
-        "secretText": secret, "startDateTime": fmt(cred.start), "endDateTime": fmt(cred.end),
+        "secretText": secret, "startDateTime": usher_core::rfc3339(cred.start), "endDateTime": usher_core::rfc3339(cred.end),
     })))
 }
 

@@ -24,24 +24,18 @@ fn meta(headers: &HeaderMap, peer: Option<SocketAddr>, state: &AppState) -> Requ
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        .map_or_else(|| uuid_like(state), str::to_owned);
+        .map_or_else(|| state.dir().new_id(), str::to_owned);
     RequestMeta {
         ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         correlation_id,
     }
 }
 
-fn uuid_like(state: &AppState) -> String {
-    let mut b = [0u8; 16];
-    state.dir().rng().fill(&mut b);
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
-}
-
 fn entra(state: &AppState, m: &RequestMeta, error: IdpError) -> Response {
     EntraErrorResponse {
         error,
         correlation_id: m.correlation_id.clone(),
-        trace_id: uuid_like(state),
+        trace_id: state.dir().new_id(),
     }
     .into_response()
 }
@@ -269,8 +263,7 @@ fn render_step(state: &AppState, txn: &str, step: LoginStep) -> Response {
     }
 }
 
-fn error_page(state: &AppState, m: &RequestMeta, e: &IdpError) -> Response {
-    let _ = state;
+fn error_page(m: &RequestMeta, e: &IdpError) -> Response {
     pages::page(
         StatusCode::BAD_REQUEST,
         pages::message(
@@ -293,17 +286,17 @@ pub async fn authorize(
     let m = meta(&headers, None, &state);
     let req = match state.idp.validate_authorize(&tenant, &q).await {
         Ok(r) => r,
-        Err(AuthorizeError::Page(e)) => return error_page(&state, &m, &e),
+        Err(AuthorizeError::Page(e)) => return error_page(&m, &e),
         Err(AuthorizeError::Redirect(url)) => return Redirect::to(&url).into_response(),
     };
     let txn = match state.idp.start_login(LoginPurpose::Authorize(req)).await {
         Ok(t) => t,
-        Err(e) => return error_page(&state, &m, &e),
+        Err(e) => return error_page(&m, &e),
     };
     let step = state.idp.login_step(&txn, LoginInput::Show, &m).await;
     match step {
         Ok(s) => with_cookie(render_step(&state, &txn, s), &txn),
-        Err(e) => error_page(&state, &m, &e),
+        Err(e) => error_page(&m, &e),
     }
 }
 
@@ -343,7 +336,7 @@ pub async fn login_post(
     };
     match state.idp.login_step(&txn, input, &m).await {
         Ok(step) => render_step(&state, &txn, step),
-        Err(e) => error_page(&state, &m, &e),
+        Err(e) => error_page(&m, &e),
     }
 }
 
@@ -352,11 +345,11 @@ pub async fn changepassword_get(State(state): State<AppState>, headers: HeaderMa
     let m = meta(&headers, None, &state);
     let txn = match state.idp.start_login(LoginPurpose::ChangePassword).await {
         Ok(t) => t,
-        Err(e) => return error_page(&state, &m, &e),
+        Err(e) => return error_page(&m, &e),
     };
     match state.idp.login_step(&txn, LoginInput::Show, &m).await {
         Ok(s) => with_cookie(render_step(&state, &txn, s), &txn),
-        Err(e) => error_page(&state, &m, &e),
+        Err(e) => error_page(&m, &e),
     }
 }
 
@@ -372,7 +365,7 @@ pub async fn devicelogin_post(State(state): State<AppState>, headers: HeaderMap,
     let code = form.get("user_code").cloned().unwrap_or_default();
     let found = match state.idp.find_device_request(&code).await {
         Ok(f) => f,
-        Err(e) => return error_page(&state, &m, &e),
+        Err(e) => return error_page(&m, &e),
     };
     let Some((device_id, client_name)) = found else {
         return pages::page(
@@ -391,11 +384,11 @@ pub async fn devicelogin_post(State(state): State<AppState>, headers: HeaderMap,
         .await
     {
         Ok(t) => t,
-        Err(e) => return error_page(&state, &m, &e),
+        Err(e) => return error_page(&m, &e),
     };
     match state.idp.login_step(&txn, LoginInput::Show, &m).await {
         Ok(s) => with_cookie(render_step(&state, &txn, s), &txn),
-        Err(e) => error_page(&state, &m, &e),
+        Err(e) => error_page(&m, &e),
     }
 }
 

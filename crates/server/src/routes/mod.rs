@@ -99,10 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/subscriptions", axum::routing::any(arm::dispatch))
         .route("/subscriptions/{*rest}", axum::routing::any(arm::dispatch))
         .fallback(ops::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
