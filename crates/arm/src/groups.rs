@@ -10,9 +10,9 @@ use crate::{Arm, ArmError, ArmResult, kinds, shapes};
 /// A stored resource group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoredGroup {
+pub(crate) struct StoredGroup {
     subscription_id: String,
-    name: String,
+    pub name: String,
     location: String,
     #[serde(default)]
     tags: serde_json::Map<String, Value>,
@@ -39,7 +39,7 @@ fn valid_group_name(n: &str) -> bool {
 }
 
 impl Arm {
-    async fn subscription_record(&self, id: &str) -> ArmResult<Value> {
+    pub(crate) async fn subscription_record(&self, id: &str) -> ArmResult<Value> {
         let now = self.dir.clock().now_unix();
         let rec = self
             .dir
@@ -93,7 +93,7 @@ impl Arm {
         Ok(self.subscription_json(&data))
     }
 
-    fn group_scope(sub: &str, name: &str) -> ArmResult<Scope> {
+    pub(crate) fn group_scope(sub: &str, name: &str) -> ArmResult<Scope> {
         if !valid_group_name(name) {
             return Err(ArmError::new(
                 400,
@@ -186,7 +186,33 @@ impl Arm {
                 (true, g)
             }
         };
+        self.audit(
+            caller,
+            if created {
+                "Create resource group"
+            } else {
+                "Update resource group"
+            },
+            "ResourceManagement",
+            (scope.as_str(), &group.name, "ResourceGroup"),
+            json!({"location": group.location}),
+        )
+        .await?;
         Ok((created, group_json(&group)))
+    }
+
+    /// A resource group's record (no authorisation: callers check first); 404 when missing.
+    pub(crate) async fn group_record(&self, sub: &str, name: &str) -> ArmResult<StoredGroup> {
+        self.subscription_record(sub).await?;
+        let scope = Self::group_scope(sub, name)?;
+        let now = self.dir.clock().now_unix();
+        self.dir
+            .store()
+            .get(kinds::RESOURCE_GROUP, scope.as_str(), now)
+            .await?
+            .ok_or_else(|| ArmError::resource_group_not_found(name))?
+            .decode()
+            .map_err(Into::into)
     }
 
     /// Reads a resource group (`resourceGroups/read`).
@@ -244,7 +270,8 @@ impl Arm {
         Ok(out)
     }
 
-    /// Deletes a resource group (`resourceGroups/delete`); returns whether it existed.
+    /// Deletes a resource group (`resourceGroups/delete`) and every VM in it, as Azure does;
+    /// returns whether it existed.
     pub async fn delete_group(&self, caller: &str, sub: &str, name: &str) -> ArmResult<bool> {
         let scope = Self::group_scope(sub, name)?;
         self.authorize(
@@ -253,11 +280,46 @@ impl Arm {
             "Microsoft.Resources/subscriptions/resourceGroups/delete",
         )
         .await?;
-        Ok(self
+        let prefix = format!("{}/providers/", scope.as_str());
+        let now = self.dir.clock().now_unix();
+        let mut removed = Vec::new();
+        loop {
+            let page = self
+                .dir
+                .store()
+                .list(kinds::VIRTUAL_MACHINE, Some(&prefix), 500, now)
+                .await?;
+            let vms: Vec<String> = page
+                .into_iter()
+                .map(|r| r.id)
+                .take_while(|id| id.starts_with(&prefix))
+                .collect();
+            if vms.is_empty() {
+                break;
+            }
+            for id in vms {
+                let vm_scope = Scope::parse(&id).map_err(|_| ArmError::internal())?;
+                if let Some(vm) = self.remove_vm(&vm_scope).await? {
+                    removed.push(vm.name);
+                }
+            }
+        }
+        let existed = self
             .dir
             .store()
             .delete(kinds::RESOURCE_GROUP, scope.as_str(), None)
-            .await?)
+            .await?;
+        if existed {
+            self.audit(
+                caller,
+                "Delete resource group",
+                "ResourceManagement",
+                (scope.as_str(), name, "ResourceGroup"),
+                json!({"virtualMachines": removed}),
+            )
+            .await?;
+        }
+        Ok(existed)
     }
 }
 

@@ -4,17 +4,23 @@
 #![warn(missing_docs)]
 
 mod error;
+mod extensions;
 mod groups;
 mod login;
+mod mgs;
 mod rbac;
+mod roles;
 mod shapes;
+mod vms;
 
 use std::sync::{Arc, RwLock};
 
 pub use error::ArmError;
+pub use extensions::{ExtensionChange, ExtensionOutcome, ExtensionStatus};
 pub use rbac::AssignmentFilter;
 use usher_authz::{ActionKind, Scope, Snapshot};
 use usher_directory::Directory;
+pub use vms::VmPut;
 
 /// Result of resource-manager operations.
 pub type ArmResult<T> = Result<T, ArmError>;
@@ -27,6 +33,16 @@ pub mod kinds {
     pub const RESOURCE_GROUP: &str = "resource_group";
     /// Role assignments (id: the assignment's name).
     pub const ROLE_ASSIGNMENT: &str = "role_assignment";
+    /// Virtual machines (id: lower-cased ARM id).
+    pub const VIRTUAL_MACHINE: &str = "virtual_machine";
+    /// VM extensions (id: `<vm id>/extensions/<name>`, lower case).
+    pub const VM_EXTENSION: &str = "vm_extension";
+    /// Asynchronous operations (id: GUID; expire after a day).
+    pub const OPERATION: &str = "arm_operation";
+    /// Custom role definitions (id: GUID).
+    pub const ROLE_DEFINITION: &str = "role_definition";
+    /// Management groups (id: lower-cased group id).
+    pub const MANAGEMENT_GROUP: &str = "management_group";
 }
 
 /// The resource manager.
@@ -34,19 +50,29 @@ pub mod kinds {
 pub struct Arm {
     dir: Directory,
     snapshot: Arc<RwLock<Snapshot>>,
+    /// Custom roles' descriptions (the engine keeps only what evaluation needs).
+    descriptions: Arc<RwLock<std::collections::HashMap<String, String>>>,
 }
 
 impl Arm {
-    /// Loads the role assignments into the engine.
+    /// Loads custom roles, role assignments and the management-group tree into the engine.
     pub async fn load(dir: Directory) -> ArmResult<Self> {
         let mut snapshot = Snapshot::with_builtin_roles();
+        let mut descriptions = std::collections::HashMap::new();
+        for (role, description) in roles::load_custom_roles(&dir).await? {
+            descriptions.insert(role.id.to_ascii_lowercase(), description);
+            snapshot.upsert_role(role);
+        }
         for a in rbac::load_assignments(&dir).await? {
             snapshot.upsert_assignment(a);
         }
-        Ok(Self {
+        let arm = Self {
             dir,
             snapshot: Arc::new(RwLock::new(snapshot)),
-        })
+            descriptions: Arc::new(RwLock::new(descriptions)),
+        };
+        arm.load_hierarchy().await?;
+        Ok(arm)
     }
 
     /// The directory.
@@ -71,8 +97,49 @@ impl Arm {
         self.snapshot.read().map_err(|_| ArmError::internal())
     }
 
+    /// Writes a resource-manager change to the audit log (SPEC T8).
+    pub(crate) async fn audit(
+        &self,
+        caller: &str,
+        activity: &str,
+        category: &str,
+        target: (&str, &str, &str),
+        details: serde_json::Value,
+    ) -> ArmResult<()> {
+        use usher_directory::model::DirectoryObject;
+        let actor_name = match self.dir.get_object(caller).await {
+            Ok(DirectoryObject::User(u)) => u.user_principal_name,
+            Ok(DirectoryObject::ServicePrincipal(s)) => s.display_name,
+            _ => caller.to_owned(),
+        };
+        self.dir
+            .audit(usher_directory::AuditEvent {
+                activity: activity.into(),
+                category: category.into(),
+                actor_id: caller.to_owned(),
+                actor_name,
+                target_id: target.0.into(),
+                target_name: target.1.into(),
+                target_type: target.2.into(),
+                details,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Refuses unless `caller` may do `action` at `scope` (AuthorizationFailed, 403).
+    /// At management-group scopes Global Administrators are authorised too: Azure lets them
+    /// elevate to the root scope; usher makes that standing, so a fresh tenant's administrator
+    /// can build the tree above its subscriptions.
     pub async fn authorize(&self, caller: &str, scope: &Scope, action: &str) -> ArmResult<()> {
+        if scope.is_management_group()
+            && self
+                .dir
+                .has_directory_role(caller, &[usher_core::well_known::GLOBAL_ADMIN_ROLE])
+                .await?
+        {
+            return Ok(());
+        }
         let principals = self.principals_of(caller).await?;
         let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
         if self

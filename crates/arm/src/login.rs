@@ -31,12 +31,22 @@ fn machine_scope(machine: &str) -> ArmResult<Scope> {
 pub const LOGIN_CHECK_READ: &str = "Microsoft.Authorization/roleAssignments/read";
 
 impl Arm {
+    /// A machine's own identity may ask about itself; anyone else needs `roleAssignments/read`
+    /// at the machine. A machine asking about another machine is refused like anyone without
+    /// the right.
+    async fn authorize_login_read(&self, caller: &str, machine: &Scope) -> ArmResult<()> {
+        if self.vm_of_identity(caller, machine).await? {
+            return Ok(());
+        }
+        self.authorize(caller, machine, LOGIN_CHECK_READ).await
+    }
+
     /// The login decision for `principal` (object id or UPN) on the machine `machine` (ARM id).
     /// The caller needs `roleAssignments/read` at the machine (machines asking about themselves
     /// come with their identities).
     pub async fn login_check(&self, caller: &str, principal: &str, machine: &str) -> ArmResult<Value> {
         let scope = machine_scope(machine)?;
-        self.authorize(caller, &scope, LOGIN_CHECK_READ).await?;
+        self.authorize_login_read(caller, &scope).await?;
         let object = if principal.contains('@') {
             self.dir
                 .find_user_by_upn(principal)
@@ -95,7 +105,7 @@ impl Arm {
     /// their enabled users and service principals, transitively). The agent caches this.
     pub async fn machine_logins(&self, caller: &str, machine: &str) -> ArmResult<Value> {
         let scope = machine_scope(machine)?;
-        self.authorize(caller, &scope, LOGIN_CHECK_READ).await?;
+        self.authorize_login_read(caller, &scope).await?;
         let grants = self.snapshot()?.login_grants(&scope);
         let mut best: std::collections::BTreeMap<String, (LoginRight, Option<String>, Vec<String>)> =
             Default::default();

@@ -2,12 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use usher_authz::{Assignment, BUILTIN_ROLES, Scope};
+use usher_authz::{Assignment, Scope};
 use usher_directory::Directory;
 use usher_directory::model::DirectoryObject;
 use usher_store::{Record, StoreError};
 
-use crate::{Arm, ArmError, ArmResult, kinds, shapes};
+use crate::{Arm, ArmError, ArmResult, kinds};
 
 /// A stored role assignment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,30 +177,6 @@ impl AssignmentFilter {
 }
 
 impl Arm {
-    /// Role definitions visible at `scope`, optionally `roleName eq '…'`.
-    pub fn list_role_definitions(&self, scope: &str, role_name: Option<&str>) -> ArmResult<Vec<Value>> {
-        let snap = self.snapshot()?;
-        Ok(BUILTIN_ROLES
-            .iter()
-            .filter(|(_, name)| role_name.is_none_or(|n| n.eq_ignore_ascii_case(name)))
-            .filter_map(|(id, _)| snap.role(id).map(|r| shapes::role_definition(r, scope, true)))
-            .collect())
-    }
-
-    /// One role definition by GUID.
-    pub fn get_role_definition(&self, scope: &str, id: &str) -> ArmResult<Value> {
-        let snap = self.snapshot()?;
-        snap.role(id)
-            .map(|r| shapes::role_definition(r, scope, true))
-            .ok_or_else(|| {
-                ArmError::new(
-                    404,
-                    "RoleDefinitionDoesNotExist",
-                    format!("The role definition '{id}' could not be found."),
-                )
-            })
-    }
-
     fn principal_type(o: &DirectoryObject) -> &'static str {
         match o {
             DirectoryObject::User(_) => "User",
@@ -263,6 +239,24 @@ impl Arm {
         })?;
         self.authorize(caller, &scope, "Microsoft.Authorization/roleAssignments/write")
             .await?;
+        let assignable = {
+            let snap = self.snapshot()?;
+            role.assignable_scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s).ok())
+                .any(|s| snap.covers(&s, &scope))
+        };
+        if !assignable {
+            return Err(ArmError::new(
+                400,
+                "RoleDefinitionNotAssignableAtScope",
+                format!(
+                    "The role '{}' can be assigned only within its assignable scopes ({}), not at '{scope_text}'.",
+                    role.name,
+                    role.assignable_scopes.join(", ")
+                ),
+            ));
+        }
         if scope.is_management_group()
             && role
                 .permissions
@@ -354,6 +348,14 @@ impl Arm {
                 .map_err(|_| ArmError::internal())?
                 .upsert_assignment(a);
         }
+        self.audit(
+            caller,
+            "Add role assignment",
+            "RoleManagement",
+            (&stored.name, &stored.name, "RoleAssignment"),
+            json!({"scope": stored.scope, "roleDefinitionId": stored.role_definition_id, "principalId": stored.principal_id, "principalType": stored.principal_type}),
+        )
+        .await?;
         Ok((true, assignment_json(&stored)))
     }
 
@@ -383,9 +385,9 @@ impl Arm {
             snap.assignments()
                 .filter(|a| {
                     if at_scope_only {
-                        a.scope.contains(&scope)
+                        snap.covers(&a.scope, &scope)
                     } else {
-                        a.scope.contains(&scope) || scope.contains(&a.scope)
+                        snap.covers(&a.scope, &scope) || snap.covers(&scope, &a.scope)
                     }
                 })
                 .filter(|a| {
@@ -434,6 +436,14 @@ impl Arm {
             .write()
             .map_err(|_| ArmError::internal())?
             .remove_assignment(&key);
+        self.audit(
+            caller,
+            "Remove role assignment",
+            "RoleManagement",
+            (&a.name, &a.name, "RoleAssignment"),
+            json!({"scope": a.scope, "roleDefinitionId": a.role_definition_id, "principalId": a.principal_id}),
+        )
+        .await?;
         Ok(Some(assignment_json(&a)))
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn subscription(id: &str, display_name: &str, tenant_id: &str) -> Val
 }
 
 /// A role definition as listed at `scope` (a subscription, or `/` for tenant level).
-pub(crate) fn role_definition(r: &RoleDefinition, scope: &str, builtin: bool) -> Value {
+pub(crate) fn role_definition(r: &RoleDefinition, scope: &str, builtin: bool, description: &str) -> Value {
     // Azure names a definition under its subscription whatever the scope it was listed at.
     let segs: Vec<&str> = scope.split('/').skip(1).collect();
     let prefix = match segs.as_slice() {
@@ -31,7 +31,7 @@ pub(crate) fn role_definition(r: &RoleDefinition, scope: &str, builtin: bool) ->
         "properties": {
             "roleName": r.name,
             "type": if builtin { "BuiltInRole" } else { "CustomRole" },
-            "description": "",
+            "description": description,
             "assignableScopes": r.assignable_scopes,
             "permissions": r.permissions.iter().map(|p| json!({
                 "actions": p.actions, "notActions": p.not_actions,

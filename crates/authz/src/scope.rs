@@ -65,8 +65,19 @@ impl Scope {
 
     /// Whether this is a management-group scope.
     pub fn is_management_group(&self) -> bool {
+        self.management_group().is_some()
+    }
+
+    /// The management group's id (lower case), when this is a management-group scope.
+    pub fn management_group(&self) -> Option<&str> {
         self.0
-            .starts_with("/providers/microsoft.management/managementgroups/")
+            .strip_prefix("/providers/microsoft.management/managementgroups/")
+    }
+
+    /// The subscription id (lower case) of a subscription scope or anything below one.
+    pub fn subscription(&self) -> Option<&str> {
+        let rest = self.0.strip_prefix("/subscriptions/")?;
+        Some(rest.split('/').next().unwrap_or(rest))
     }
 }
 
@@ -91,6 +102,13 @@ mod tests {
         );
         assert!(s("/").contains(&vm));
         assert!(s("/providers/Microsoft.Management/managementGroups/mg1").is_management_group());
+        assert_eq!(
+            s("/providers/Microsoft.Management/managementGroups/MG1").management_group(),
+            Some("mg1")
+        );
+        assert_eq!(vm.subscription(), Some("abc"));
+        assert_eq!(sub.subscription(), Some("abc"));
+        assert_eq!(s("/").subscription(), None);
         for bad in [
             "",
             "subscriptions/x",

@@ -166,6 +166,48 @@ pub struct Snapshot {
     roles: HashMap<String, Arc<CompiledRole>>,
     by_principal: IdMap<Vec<Arc<Assignment>>>,
     assignment_principal: HashMap<String, String>,
+    hierarchy: Hierarchy,
+}
+
+/// Management groups (SPEC A1): which management group each subscription and management group
+/// sits in. What has no recorded parent sits in the root group (the tenant's id).
+#[derive(Debug, Default, Clone)]
+struct Hierarchy {
+    root: Option<String>,
+    parent_of: HashMap<String, String>,
+}
+
+/// Management groups nest at most six levels below the root (Azure's limit); the walk stops there
+/// even if a corrupt hierarchy had a cycle.
+const MAX_MANAGEMENT_GROUP_DEPTH: usize = 8;
+
+impl Hierarchy {
+    /// Whether management group `mg` is `scope`'s management group or one above it.
+    fn mg_covers(&self, mg: &str, scope: &Scope) -> bool {
+        let start = match (scope.subscription(), scope.management_group()) {
+            (Some(sub), _) => self.parent(&format!("sub:{sub}")),
+            (None, Some(m)) => Some(m),
+            (None, None) => None,
+        };
+        let mut cur = start;
+        for _ in 0..MAX_MANAGEMENT_GROUP_DEPTH {
+            match cur {
+                Some(c) if c == mg => return true,
+                Some(c) => cur = self.parent(&format!("mg:{c}")),
+                None => return false,
+            }
+        }
+        false
+    }
+
+    fn parent(&self, key: &str) -> Option<&str> {
+        let root = self.root.as_deref();
+        match self.parent_of.get(key) {
+            Some(p) => Some(p.as_str()),
+            None if Some(key.strip_prefix("mg:").unwrap_or_default()) == root => None,
+            None => root,
+        }
+    }
 }
 
 impl Snapshot {
@@ -184,9 +226,47 @@ impl Snapshot {
             .insert(def.id.to_ascii_lowercase(), Arc::new(CompiledRole::compile(def)));
     }
 
+    /// Names the root management group (the tenant's id): every subscription and management
+    /// group without a recorded parent sits in it.
+    pub fn set_root_management_group(&mut self, id: &str) {
+        self.hierarchy.root = Some(id.to_ascii_lowercase());
+    }
+
+    /// Places subscription `sub` in management group `mg` (`None`: back in the root group).
+    pub fn set_subscription_parent(&mut self, sub: &str, mg: Option<&str>) {
+        let key = format!("sub:{}", sub.to_ascii_lowercase());
+        match mg {
+            Some(m) => self.hierarchy.parent_of.insert(key, m.to_ascii_lowercase()),
+            None => self.hierarchy.parent_of.remove(&key),
+        };
+    }
+
+    /// Places management group `mg` under `parent` (`None`: directly under the root group).
+    pub fn set_management_group_parent(&mut self, mg: &str, parent: Option<&str>) {
+        let key = format!("mg:{}", mg.to_ascii_lowercase());
+        match parent {
+            Some(p) => self.hierarchy.parent_of.insert(key, p.to_ascii_lowercase()),
+            None => self.hierarchy.parent_of.remove(&key),
+        };
+    }
+
+    /// Whether an assignment at `at` applies to `resource`: `at` is `resource` or above it, by
+    /// path or through the management-group tree.
+    pub fn covers(&self, at: &Scope, resource: &Scope) -> bool {
+        at.contains(resource)
+            || at
+                .management_group()
+                .is_some_and(|mg| self.hierarchy.mg_covers(mg, resource))
+    }
+
     /// Removes a role definition.
     pub fn remove_role(&mut self, id: &str) {
         self.roles.remove(&id.to_ascii_lowercase());
+    }
+
+    /// Every role definition.
+    pub fn roles(&self) -> impl Iterator<Item = &RoleDefinition> {
+        self.roles.values().map(|r| &r.def)
     }
 
     /// A role definition by GUID.
@@ -222,7 +302,7 @@ impl Snapshot {
         principals.iter().any(|p| {
             self.assignments_of(p).is_some_and(|list| {
                 list.iter()
-                    .any(|a| a.scope.contains(scope) || scope.contains(&a.scope))
+                    .any(|a| self.covers(&a.scope, scope) || scope.contains(&a.scope))
             })
         })
     }
@@ -233,7 +313,7 @@ impl Snapshot {
         let mut out = Vec::new();
         for list in self.by_principal.values() {
             for a in list {
-                if !a.scope.contains(vm) {
+                if !self.covers(&a.scope, vm) {
                     continue;
                 }
                 let Some(role) = self.roles.get(&a.role_id.to_ascii_lowercase()) else {
@@ -330,7 +410,7 @@ impl Snapshot {
                 continue;
             };
             for a in list {
-                if !a.scope.contains(resource) {
+                if !self.covers(&a.scope, resource) {
                     continue;
                 }
                 // An assignment whose role is unknown grants nothing (fail closed).

@@ -279,3 +279,47 @@ fn login_grants_list_everyone_with_a_right_on_a_machine() {
         ]
     );
 }
+
+#[test]
+fn management_groups_pass_roles_down_their_tree() {
+    let mg = |id: &str| format!("/providers/Microsoft.Management/managementGroups/{id}");
+    let mut s = Snapshot::with_builtin_roles();
+    s.set_root_management_group("tenant-1");
+    assign(
+        &mut s,
+        "root-owner",
+        &mg("Tenant-1"),
+        role_ids::OWNER,
+        "root-admin",
+    );
+    assign(&mut s, "prod-reader", &mg("prod"), role_ids::READER, "auditor");
+    let read = "Microsoft.Compute/virtualMachines/read";
+    let machine = vm("rg1", "vm1");
+    // The subscription sits in the root group until it is moved: the root owner reaches it, the
+    // prod reader does not.
+    assert!(
+        s.check(&["root-admin"], &machine, ActionKind::Action, read)
+            .allowed
+    );
+    assert!(!s.check(&["auditor"], &machine, ActionKind::Action, read).allowed);
+    // prod under platform under the root; the subscription in prod.
+    s.set_management_group_parent("prod", Some("platform"));
+    s.set_subscription_parent("11111111-1111-1111-1111-111111111111", Some("PROD"));
+    let d = s.check(&["auditor"], &machine, ActionKind::Action, read);
+    assert!(d.allowed);
+    assert_eq!(d.granted_by, vec!["prod-reader"]);
+    assert!(
+        s.check(&["root-admin"], &machine, ActionKind::Action, read)
+            .allowed,
+        "root covers all"
+    );
+    assert!(s.covers(&scope(&mg("platform")), &scope(&mg("prod"))));
+    assert!(!s.covers(&scope(&mg("prod")), &scope(&mg("platform"))));
+    // Moved back to the root: the prod reader loses it at once.
+    s.set_subscription_parent("11111111-1111-1111-1111-111111111111", None);
+    assert!(!s.check(&["auditor"], &machine, ActionKind::Action, read).allowed);
+    // A cycle in a corrupt hierarchy ends the walk instead of looping.
+    s.set_management_group_parent("a", Some("b"));
+    s.set_management_group_parent("b", Some("a"));
+    assert!(!s.covers(&scope(&mg("x")), &scope(&mg("a"))));
+}

@@ -106,6 +106,274 @@ pub enum Command {
     /// Manage role definitions and role assignments (role-based access control).
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Manage virtual machines: the machines people log in to.
+    #[command(subcommand)]
+    Vm(VmCommand),
+}
+
+/// A VM by resource group and name.
+#[derive(Debug, Clone, Args)]
+pub struct VmNameArgs {
+    /// Name of the resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "GROUP")]
+    pub resource_group: String,
+
+    /// Name of the virtual machine.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: String,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher vm ...`.
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a virtual machine (registers the machine; its agent joins it to the directory).
+    Create(VmCreateArgs),
+    /// Get the details of a virtual machine.
+    Show(VmNameArgs),
+    /// List the virtual machines of a resource group, or of the subscription.
+    List(VmListArgs),
+    /// Delete a virtual machine with its extensions and its managed identity.
+    Delete(VmDeleteArgs),
+    /// Manage the VM's system-assigned managed identity.
+    #[command(subcommand)]
+    Identity(VmIdentityCommand),
+    /// Manage VM extensions (the login extension joins the machine to the directory).
+    #[command(subcommand)]
+    Extension(ExtensionCommand),
+}
+
+/// `usher vm create`.
+#[derive(Debug, Clone, Args)]
+pub struct VmCreateArgs {
+    /// Name of the resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "GROUP")]
+    pub resource_group: String,
+
+    /// Name of the virtual machine.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: String,
+
+    /// Image alias (Debian11, Debian12, Ubuntu2204, Ubuntu2404, Win2019Datacenter, Win2022Datacenter) or URN publisher:offer:sku:version.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+
+    /// Operating system of a URN image that is not an alias: Linux or Windows.
+    #[arg(long = "os-type", value_name = "OS")]
+    pub os_type: Option<String>,
+
+    /// Turn on the system-assigned managed identity.
+    #[arg(long = "assign-identity")]
+    pub assign_identity: bool,
+
+    /// Log in with directory identities: turns on the identity and sets the login extension.
+    #[arg(long = "enable-login")]
+    pub enable_login: bool,
+
+    /// The machine's local break-glass administrator.
+    #[arg(long = "admin-username", value_name = "USER")]
+    pub admin_username: String,
+
+    /// Password of the local administrator.
+    #[arg(long = "admin-password", value_name = "PASSWORD")]
+    pub admin_password: Option<String>,
+
+    /// SSH public keys (text or file names) of the local administrator.
+    #[arg(long = "ssh-key-values", num_args = 1.., value_name = "KEY")]
+    pub ssh_key_values: Vec<String>,
+
+    /// Host name [default: the VM's name].
+    #[arg(long = "computer-name", value_name = "NAME")]
+    pub computer_name: Option<String>,
+
+    /// Location [default: the resource group's].
+    #[arg(short = 'l', long, value_name = "LOCATION")]
+    pub location: Option<String>,
+
+    /// Size (a label).
+    #[arg(long, default_value = "Standard_DS1_v2", value_name = "SIZE")]
+    pub size: String,
+
+    /// Space-separated tags: key[=value] [key[=value] ...].
+    #[arg(long, num_args = 0.., value_name = "TAG")]
+    pub tags: Option<Vec<String>>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher vm list`.
+#[derive(Debug, Clone, Args)]
+pub struct VmListArgs {
+    /// Only the VMs of this resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "GROUP")]
+    pub resource_group: Option<String>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher vm delete`.
+#[derive(Debug, Clone, Args)]
+pub struct VmDeleteArgs {
+    /// The VM.
+    #[command(flatten)]
+    pub vm: VmNameArgs,
+
+    /// Do not prompt for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+/// `usher vm identity ...`.
+#[derive(Debug, Subcommand)]
+pub enum VmIdentityCommand {
+    /// Turn on the system-assigned managed identity of an existing VM.
+    Assign(VmNameArgs),
+    /// Show the VM's managed identity.
+    Show(VmNameArgs),
+}
+
+/// A VM by resource group and name, as `vm extension` names it (`--vm-name`).
+#[derive(Debug, Clone, Args)]
+pub struct ExtensionVmArgs {
+    /// Name of the resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "GROUP")]
+    pub resource_group: String,
+
+    /// Name of the virtual machine.
+    #[arg(long = "vm-name", value_name = "VM")]
+    pub vm_name: String,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher vm extension ...`.
+#[derive(Debug, Subcommand)]
+pub enum ExtensionCommand {
+    /// Set (install or update) an extension; waits (60 s by default) for the machine to apply it.
+    #[command(disable_version_flag = true)]
+    Set(ExtensionSetArgs),
+    /// Show an extension.
+    Show(ExtensionShowArgs),
+    /// List a VM's extensions.
+    List(ExtensionVmArgs),
+    /// Delete an extension (the machine leaves the directory when it is the login extension).
+    Delete(ExtensionDeleteArgs),
+}
+
+/// An extension of a VM.
+#[derive(Debug, Clone, Args)]
+pub struct ExtensionNameArgs {
+    /// Name of the extension, e.g. AADSSHLoginForLinux.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: String,
+
+    /// Name of the resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "GROUP")]
+    pub resource_group: String,
+
+    /// Name of the virtual machine.
+    #[arg(long = "vm-name", value_name = "VM")]
+    pub vm_name: String,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher vm extension show`.
+#[derive(Debug, Clone, Args)]
+pub struct ExtensionShowArgs {
+    /// The extension.
+    #[command(flatten)]
+    pub extension: ExtensionNameArgs,
+
+    /// Include the instance view (the status the machine reported).
+    #[arg(long = "instance-view")]
+    pub instance_view: bool,
+}
+
+impl std::ops::Deref for ExtensionShowArgs {
+    type Target = ExtensionNameArgs;
+    fn deref(&self) -> &ExtensionNameArgs {
+        &self.extension
+    }
+}
+
+/// `usher vm extension set`.
+#[derive(Debug, Clone, Args)]
+pub struct ExtensionSetArgs {
+    /// Name of the extension (its type), e.g. AADSSHLoginForLinux.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: String,
+
+    /// Publisher, e.g. Microsoft.Azure.ActiveDirectory.
+    #[arg(long, value_name = "PUBLISHER")]
+    pub publisher: String,
+
+    /// Name of the resource group.
+    #[arg(short = 'g', long = "resource-group", value_name = "GROUP")]
+    pub resource_group: String,
+
+    /// Name of the virtual machine.
+    #[arg(long = "vm-name", value_name = "VM")]
+    pub vm_name: String,
+
+    /// Handler version (major.minor) [default: the newest].
+    #[arg(long = "version", value_name = "VERSION")]
+    pub handler_version: Option<String>,
+
+    /// Settings: JSON text or @file.
+    #[arg(long, value_name = "JSON")]
+    pub settings: Option<String>,
+
+    /// Protected settings (sealed at rest, never shown): JSON text or @file.
+    #[arg(long = "protected-settings", value_name = "JSON")]
+    pub protected_settings: Option<String>,
+
+    /// Do not upgrade minor versions automatically.
+    #[arg(long = "no-auto-upgrade")]
+    pub no_auto_upgrade: bool,
+
+    /// Run the extension again even if nothing changed.
+    #[arg(long = "force-update")]
+    pub force_update: bool,
+
+    /// Return at once instead of waiting for the machine.
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+
+    /// How long to wait for the machine before printing the current state.
+    #[arg(long = "timeout", default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher vm extension delete`.
+#[derive(Debug, Clone, Args)]
+pub struct ExtensionDeleteArgs {
+    /// The extension.
+    #[command(flatten)]
+    pub extension: ExtensionNameArgs,
+
+    /// Return at once instead of waiting for the machine to remove it.
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+
+    /// How long to wait for the machine before printing the current state.
+    #[arg(long = "timeout", default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 /// `usher login`.
@@ -636,6 +904,35 @@ pub enum RoleCommand {
 pub enum RoleDefinitionCommand {
     /// List role definitions.
     List(RoleDefinitionListArgs),
+    /// Create a custom role.
+    Create(RoleDefinitionCreateArgs),
+    /// Delete a custom role.
+    Delete(RoleDefinitionDeleteArgs),
+}
+
+/// `usher role definition create`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleDefinitionCreateArgs {
+    /// The role as JSON text or @file, in the Azure CLI's form: {"Name", "Description",
+    /// "Actions", "NotActions", "DataActions", "NotDataActions", "AssignableScopes"}.
+    #[arg(long = "role-definition", value_name = "JSON")]
+    pub role_definition: String,
+}
+
+/// `usher role definition delete`.
+#[derive(Debug, Clone, Args)]
+pub struct RoleDefinitionDeleteArgs {
+    /// Name or id of the custom role.
+    #[arg(short = 'n', long = "name", value_name = "ROLE")]
+    pub name: String,
+
+    /// Scope at which to look the role up [default: the subscription].
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
 }
 
 /// `usher role definition list`.
@@ -1159,3 +1456,4 @@ mod tests {
         assert!(missing.is_empty(), "without help: {missing:?}");
     }
 }
+

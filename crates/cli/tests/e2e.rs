@@ -1485,3 +1485,410 @@ async fn resource_group_list_exists_delete() {
         .await;
     assert_eq!(names.ok(), "rg2\n");
 }
+
+/// Plays the machine's agent (which comes with the next layer) for one extension change: waits
+/// until the extension reaches generation `generation` in `state`, then reports `outcome` with
+/// the VM's own identity, through the same function the agent's endpoint calls.
+async fn agent_reports(
+    server: &TestServer,
+    vm_id: String,
+    machine: String,
+    generation: u64,
+    state: &'static str,
+    outcome: usher_arm::ExtensionOutcome,
+) -> tokio::task::JoinHandle<bool> {
+    let arm = server.running().state.arm.clone();
+    let admin = server
+        .running()
+        .state
+        .dir()
+        .find_user_by_upn(ADMIN)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    tokio::spawn(async move {
+        // Let the CLI start waiting first.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let parts: Vec<&str> = vm_id.split('/').collect();
+        let (sub, rg, vm) = (parts[2], parts[4], parts[8]);
+        for _ in 0..200 {
+            if let Ok(e) = arm
+                .get_extension(&admin, sub, rg, vm, "AADSSHLoginForLinux", false)
+                .await
+                && e["properties"]["provisioningState"] == state
+            {
+                return arm
+                    .report_extension(&machine, &vm_id, "AADSSHLoginForLinux", generation, outcome)
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    })
+}
+
+/// The seed's VM steps with `usher` in place of `az`: `vm create` with `--assign-identity` and
+/// the seed's (weak) password, `vm extension set` waiting for the machine, then the other `vm`
+/// commands, `--enable-login`, and a custom role assigned at the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_sequence_vm_and_login_extension() {
+    let server = usher_testkit::spawn().await;
+    let cli = Cli::new(&server);
+    cli.run(&["login", "-u", ADMIN, "-p", ADMIN_PASSWORD]).await.ok();
+    cli.run(&[
+        "group",
+        "create",
+        "--name",
+        "myResourceGroup",
+        "--location",
+        "southcentralus",
+    ])
+    .await
+    .ok();
+    let run = cli
+        .run(&[
+            "vm",
+            "create",
+            "--resource-group",
+            "myResourceGroup",
+            "--name",
+            "myVM",
+            "--image",
+            "Win2019Datacenter",
+            "--assign-identity",
+            "--admin-username",
+            "azureuser",
+            "--admin-password",
+            "yourpassword",
+        ])
+        .await;
+    let created = run.json();
+    assert!(
+        run.stderr.contains("WARNING: The admin password is weak"),
+        "{run:?}"
+    );
+    let vm_id = created["id"].as_str().unwrap().to_string();
+    assert!(
+        vm_id.ends_with("/resourceGroups/myResourceGroup/providers/Microsoft.Compute/virtualMachines/myVM"),
+        "{created}"
+    );
+    assert_eq!(created["location"], "southcentralus", "the group's location");
+    assert_eq!(created["osType"], "Windows");
+    let machine = created["identity"]["systemAssignedIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = cli
+        .run(&[
+            "vm",
+            "show",
+            "-g",
+            "myResourceGroup",
+            "-n",
+            "myVM",
+            "--query",
+            "identity.principalId",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(shown.ok().trim(), machine);
+
+    // No agent yet: set waits (here 2 s), then prints the current state with a warning.
+    let set = [
+        "vm",
+        "extension",
+        "set",
+        "--publisher",
+        "Microsoft.Azure.ActiveDirectory",
+        "--name",
+        "AADSSHLoginForLinux",
+        "--resource-group",
+        "myResourceGroup",
+        "--vm-name",
+        "myVM",
+    ];
+    let mut waiting = set.to_vec();
+    waiting.extend(["--timeout", "2"]);
+    let run = cli.run(&waiting).await;
+    assert_eq!(run.json()["provisioningState"], "Creating", "{run:?}");
+    assert!(run.stderr.contains("still Creating after 2 s"), "{run:?}");
+    // --no-wait returns at once (nothing changed, so the state is as it was).
+    let mut no_wait = set.to_vec();
+    no_wait.push("--no-wait");
+    assert_eq!(cli.run(&no_wait).await.json()["provisioningState"], "Creating");
+
+    // The machine applies generation 1 while set waits: set prints Succeeded.
+    let agent = agent_reports(
+        &server,
+        vm_id.clone(),
+        machine.clone(),
+        1,
+        "Creating",
+        usher_arm::ExtensionOutcome::Succeeded {
+            message: "Joined the directory.".into(),
+        },
+    )
+    .await;
+    let done = cli.run(&set).await.json();
+    assert!(agent.await.unwrap());
+    assert_eq!(done["provisioningState"], "Succeeded", "{done}");
+    assert_eq!(done["typePropertiesType"], "AADSSHLoginForLinux");
+    assert_eq!(done["resourceGroup"], "myResourceGroup");
+    let code = cli
+        .run(&[
+            "vm",
+            "extension",
+            "show",
+            "-g",
+            "myResourceGroup",
+            "--vm-name",
+            "myVM",
+            "-n",
+            "AADSSHLoginForLinux",
+            "--instance-view",
+            "--query",
+            "instanceView.statuses[0].code",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    assert_eq!(code.ok().trim(), "ProvisioningState/succeeded");
+
+    // A change the machine fails: set exits 1 with the machine's message.
+    let agent = agent_reports(
+        &server,
+        vm_id.clone(),
+        machine.clone(),
+        2,
+        "Updating",
+        usher_arm::ExtensionOutcome::Failed {
+            exit_code: 51,
+            message: "This extension is not supported on the VM's operating system".into(),
+        },
+    )
+    .await;
+    let mut changed = set.to_vec();
+    changed.extend(["--settings", "{\"sshd\": true}"]);
+    let run = cli.run(&changed).await;
+    run.fails_with("VMExtensionProvisioningError");
+    assert!(
+        run.stderr.contains("not supported on the VM's operating system"),
+        "{run:?}"
+    );
+    assert!(agent.await.unwrap());
+    let listed = cli
+        .run(&[
+            "vm",
+            "extension",
+            "list",
+            "-g",
+            "myResourceGroup",
+            "--vm-name",
+            "myVM",
+        ])
+        .await
+        .json();
+    assert_eq!(listed[0]["provisioningState"], "Failed", "{listed}");
+
+    // Delete waits until the machine has removed it.
+    let agent = agent_reports(
+        &server,
+        vm_id.clone(),
+        machine.clone(),
+        3,
+        "Deleting",
+        usher_arm::ExtensionOutcome::Removed,
+    )
+    .await;
+    let run = cli
+        .run(&[
+            "vm",
+            "extension",
+            "delete",
+            "-g",
+            "myResourceGroup",
+            "--vm-name",
+            "myVM",
+            "-n",
+            "AADSSHLoginForLinux",
+        ])
+        .await;
+    assert_eq!(run.ok(), "");
+    assert!(agent.await.unwrap());
+    let listed = cli
+        .run(&[
+            "vm",
+            "extension",
+            "list",
+            "-g",
+            "myResourceGroup",
+            "--vm-name",
+            "myVM",
+        ])
+        .await
+        .json();
+    assert_eq!(listed, json!([]));
+
+    // A VM without identity gets one later; --enable-login turns it on and sets the extension.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl break-glass";
+    let plain = cli
+        .run(&[
+            "vm",
+            "create",
+            "-g",
+            "myResourceGroup",
+            "-n",
+            "web1",
+            "--image",
+            "Debian12",
+            "--admin-username",
+            "azureuser",
+            "--ssh-key-values",
+            key,
+        ])
+        .await
+        .json();
+    assert!(plain.get("identity").is_none(), "{plain}");
+    let assigned = cli
+        .run(&["vm", "identity", "assign", "-g", "myResourceGroup", "-n", "web1"])
+        .await
+        .json();
+    assert!(
+        is_guid_text(assigned["systemAssignedIdentity"].as_str().unwrap()),
+        "{assigned}"
+    );
+    let login = cli
+        .run(&[
+            "vm",
+            "create",
+            "-g",
+            "myResourceGroup",
+            "-n",
+            "web2",
+            "--image",
+            "Ubuntu2204",
+            "--enable-login",
+            "--admin-username",
+            "azureuser",
+            "--admin-password",
+            "Long-and-Strong-42",
+        ])
+        .await;
+    let login_json = login.json();
+    assert!(!login.stderr.contains("weak"), "{login:?}");
+    assert_eq!(
+        login_json["loginExtension"]["name"], "AADSSHLoginForLinux",
+        "{login_json}"
+    );
+    assert_eq!(login_json["loginExtension"]["provisioningState"], "Creating");
+    assert!(login_json["identity"]["systemAssignedIdentity"].is_string());
+    let names = cli
+        .run(&[
+            "vm",
+            "list",
+            "-g",
+            "myResourceGroup",
+            "--query",
+            "[].name",
+            "-o",
+            "tsv",
+        ])
+        .await;
+    let mut names: Vec<&str> = names.ok().lines().collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["myVM", "web1", "web2"]);
+    cli.run(&[
+        "vm",
+        "create",
+        "-g",
+        "myResourceGroup",
+        "-n",
+        "bad",
+        "--image",
+        "CentOS",
+        "--admin-username",
+        "azureuser",
+        "--admin-password",
+        "x",
+    ])
+    .await
+    .fails_with("InvalidParameter");
+
+    // A custom role, assignable at the group, assigned at a VM.
+    let role = json!({
+        "Name": "Login operators", "Description": "Log in as users",
+        "Actions": ["Microsoft.Compute/virtualMachines/read"],
+        "DataActions": ["Microsoft.Compute/virtualMachines/login/action"],
+        "AssignableScopes": [vm_id.split("/providers/").next().unwrap()],
+    });
+    let created_role = cli
+        .run(&[
+            "role",
+            "definition",
+            "create",
+            "--role-definition",
+            &role.to_string(),
+        ])
+        .await
+        .json();
+    assert_eq!(created_role["roleName"], "Login operators", "{created_role}");
+    assert_eq!(created_role["roleType"], "CustomRole");
+    cli.run(&[
+        "ad",
+        "user",
+        "create",
+        "--display-name",
+        "Ann",
+        "--user-principal-name",
+        "ann@contoso.test",
+        "--password",
+        USER_PASSWORD,
+    ])
+    .await
+    .ok();
+    let web1 = vm_id.replace("/myVM", "/web1");
+    let assigned = cli
+        .run(&[
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            "Login operators",
+            "--assignee",
+            "ann@contoso.test",
+            "--scope",
+            &web1,
+        ])
+        .await
+        .json();
+    assert_eq!(
+        assigned["roleDefinitionId"].as_str().unwrap().rsplit('/').next(),
+        created_role["name"].as_str()
+    );
+    cli.run(&[
+        "role",
+        "definition",
+        "delete",
+        "--name",
+        "Login operators",
+        "--scope",
+        &web1,
+    ])
+    .await
+    .fails_with("RoleDefinitionHasAssignments");
+
+    // Deleting a VM: gone, with its identity.
+    cli.run(&["vm", "delete", "-g", "myResourceGroup", "-n", "web2", "--yes"])
+        .await
+        .ok();
+    cli.run(&["vm", "show", "-g", "myResourceGroup", "-n", "web2"])
+        .await
+        .fails_with("ResourceNotFound");
+}
+
+fn is_guid_text(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}

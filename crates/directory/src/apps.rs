@@ -316,6 +316,7 @@ impl Directory {
             display_name: app.display_name.clone(),
             service_principal_type: "Application".into(),
             service_principal_names: names,
+            alternative_names: vec![],
             account_enabled: true,
             created_at: self.now(),
         };
@@ -328,6 +329,30 @@ impl Directory {
             other => other.into(),
         })?;
         self.apps_cache.forget(&sp.app_id);
+        Ok(sp)
+    }
+
+    /// Creates the service principal of a resource's system-assigned managed identity (SPEC A2):
+    /// type `ManagedIdentity`, a fresh appId, no application object, named after the resource,
+    /// with the resource id among its alternative names.
+    pub async fn create_managed_identity(
+        &self,
+        display_name: &str,
+        resource_id: &str,
+    ) -> DirResult<ServicePrincipal> {
+        let app_id = self.new_id();
+        let sp = ServicePrincipal {
+            id: self.new_id(),
+            app_id: app_id.clone(),
+            display_name: display_name.to_owned(),
+            service_principal_type: "ManagedIdentity".into(),
+            service_principal_names: vec![app_id, resource_id.to_owned()],
+            alternative_names: vec!["isExplicit=False".into(), resource_id.to_owned()],
+            account_enabled: true,
+            created_at: self.now(),
+        };
+        let rec = Record::from_value(kinds::SERVICE_PRINCIPAL, &sp.id, &sp)?.with_key(sp.app_id.clone());
+        self.store.insert(rec).await?;
         Ok(sp)
     }
 

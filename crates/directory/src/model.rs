@@ -208,6 +208,9 @@ pub struct ServicePrincipal {
     /// Names the principal answers to (appId, identifier URIs).
     #[serde(default)]
     pub service_principal_names: Vec<String>,
+    /// For a managed identity: `isExplicit=False` and the resource id it belongs to.
+    #[serde(default)]
+    pub alternative_names: Vec<String>,
     /// Whether it may sign in.
     pub account_enabled: bool,
     /// Creation time.

@@ -1,5 +1,6 @@
 //! Wire types shared by usher's server, clients and agent: serde only, no I/O.
 #![warn(missing_docs)]
 
+pub mod compute;
 pub mod graph;
 pub mod oauth;

@@ -66,6 +66,7 @@ pub fn service_principal(s: &ServicePrincipal) -> Value {
         "appDisplayName": s.display_name,
         "servicePrincipalType": s.service_principal_type,
         "servicePrincipalNames": s.service_principal_names,
+        "alternativeNames": s.alternative_names,
         "accountEnabled": s.account_enabled,
     })
 }

@@ -11,6 +11,7 @@ pub mod resource_group;
 pub mod role;
 pub mod sp;
 pub mod user;
+pub mod vm;
 
 use anyhow::{Result, anyhow};
 use serde_json::Value;
@@ -35,6 +36,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<()> {
         },
         Command::Group(cmd) => resource_group::run(ctx, cmd).await,
         Command::Role(cmd) => role::run(ctx, cmd).await,
+        Command::Vm(cmd) => vm::run(ctx, cmd).await,
     }
 }
 

@@ -96,7 +96,7 @@ pub fn parse_tags(tags: &[String]) -> Map<String, Value> {
 }
 
 /// Asks "Are you sure" on the terminal; refuses when stdin is not a terminal.
-fn confirm() -> Result<()> {
+pub fn confirm() -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(anyhow!(NO_TTY));

@@ -34,6 +34,44 @@ pub async fn run(ctx: &Context, cmd: RoleCommand) -> Result<()> {
             let defs = definition_list(&client, &session, &args).await?;
             ctx.print(&Value::Array(defs))
         }
+        RoleCommand::Definition(RoleDefinitionCommand::Create(args)) => {
+            let text = match args.role_definition.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .map_err(|e| anyhow!("cannot read the role definition from '{file}': {e}"))?,
+                None => args.role_definition.clone(),
+            };
+            let (scope, body) = custom_role_body(&text)?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let path = format!("{scope}/{PROVIDER}/roleDefinitions/{id}");
+            let created = arm::send(
+                &client,
+                Method::PUT,
+                &path,
+                AUTHORIZATION_API_VERSION,
+                &[],
+                Some(&body),
+            )
+            .await?;
+            ctx.print(&flatten_definition(&created))
+        }
+        RoleCommand::Definition(RoleDefinitionCommand::Delete(args)) => {
+            let scope = match &args.scope {
+                Some(s) => normalize_scope(s)?,
+                None => subscription_scope(&subscription_id(&args.subscription, &session)?),
+            };
+            let guid = resolve_role(&client, &scope, &args.name).await?;
+            let path = format!("{scope}/{PROVIDER}/roleDefinitions/{guid}");
+            arm::send(
+                &client,
+                Method::DELETE,
+                &path,
+                AUTHORIZATION_API_VERSION,
+                &[],
+                None,
+            )
+            .await?;
+            Ok(())
+        }
         RoleCommand::Assignment(RoleAssignmentCommand::Create(args)) => {
             let created = assignment_create(&client, &session, &args).await?;
             ctx.print(&created)
@@ -46,6 +84,43 @@ pub async fn run(ctx: &Context, cmd: RoleCommand) -> Result<()> {
             assignment_delete(ctx, &client, &session, &args).await
         }
     }
+}
+
+/// The scope and ARM body of a custom role given in the Azure CLI's form (keys in any case):
+/// `{"Name", "Description", "Actions", "NotActions", "DataActions", "NotDataActions",
+/// "AssignableScopes"}`. The role is created at its first assignable scope.
+pub fn custom_role_body(text: &str) -> Result<(String, Value)> {
+    let given: Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("the role definition is not valid JSON: {e}"))?;
+    let Some(obj) = given.as_object() else {
+        return Err(anyhow!("the role definition must be a JSON object"));
+    };
+    let lower: HashMap<String, &Value> = obj.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    let list = |k: &str| lower.get(k).cloned().cloned().unwrap_or_else(|| json!([]));
+    let name = lower
+        .get("name")
+        .or_else(|| lower.get("rolename"))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| anyhow!("the role definition needs a \"Name\""))?;
+    let scopes = list("assignablescopes");
+    let first = scopes
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            anyhow!("the role definition needs \"AssignableScopes\" (e.g. [\"/subscriptions/{{id}}\"])")
+        })?;
+    let body = json!({"properties": {
+        "roleName": name,
+        "description": lower.get("description").and_then(|v| v.as_str()).unwrap_or_default(),
+        "type": "CustomRole",
+        "permissions": [{
+            "actions": list("actions"), "notActions": list("notactions"),
+            "dataActions": list("dataactions"), "notDataActions": list("notdataactions"),
+        }],
+        "assignableScopes": scopes,
+    }});
+    Ok((normalize_scope(first)?, body))
 }
 
 /// A role definition as az prints it: `properties` lifted to the top level, `properties.type`

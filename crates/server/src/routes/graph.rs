@@ -958,7 +958,14 @@ pub async fn delete_sp(
     caller
         .require_role(&state, APP_ADMINS, "deleting service principals")
         .await?;
-    let sp = state.dir().delete_service_principal(&id).await?;
+    let existing = state.dir().get_service_principal(&id).await?;
+    if existing.service_principal_type == "ManagedIdentity" {
+        return Err(ApiError::BadRequest(format!(
+            "'{}' is a managed identity; it goes with its resource: turn the identity off on the VM (PATCH identity.type None) or delete the VM.",
+            existing.display_name
+        )));
+    }
+    let sp = state.dir().delete_service_principal(&existing.id).await?;
     audit(
         &state,
         &caller,

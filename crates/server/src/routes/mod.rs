@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/usher/machineLogins", get(arm::machine_logins))
         .route("/subscriptions", axum::routing::any(arm::dispatch))
         .route("/subscriptions/{*rest}", axum::routing::any(arm::dispatch))
+        .route("/providers/{*rest}", axum::routing::any(arm::dispatch_providers))
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
 mod arm;
+mod compute;
 mod graph;
 mod helpers;
 mod jwt_attacks;
