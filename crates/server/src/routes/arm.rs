@@ -271,14 +271,61 @@ pub async fn dispatch(
     }
 }
 
-/// ARM paths are case-insensitive: the `subscriptions` and `tenants` keywords are normalised
-/// before routing (names keep their case; the dispatcher compares keywords case-insensitively).
+/// `GET /metadata/endpoints`: the cloud description `az cloud register
+/// --endpoint-resource-manager` reads (one object; every endpoint is this server).
+pub async fn metadata_endpoints(State(state): State<AppState>) -> Response {
+    let base = state.idp.public_url().trim_end_matches('/').to_owned();
+    let host = url::Url::parse(&base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    Json(json!({
+        "name": "usher",
+        "portal": base,
+        "authentication": {
+            "loginEndpoint": base,
+            "audiences": [format!("{base}/")],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "resourceManager": format!("{base}/"),
+        "microsoftGraphResourceId": format!("{base}/"),
+        "graphAudience": format!("{base}/"),
+        "graph": format!("{base}/"),
+        "gallery": "",
+        "sqlManagement": "",
+        "batch": "",
+        "media": "",
+        "vmImageAliasDoc": "",
+        "activeDirectoryDataLake": "",
+        "suffixes": {"storage": host, "keyVaultDns": host, "acrLoginServer": host, "sqlServerHostname": host},
+    }))
+    .into_response()
+}
+
+/// ARM paths are case-insensitive: the `subscriptions`, `tenants`, `providers` and `metadata`
+/// keywords are normalised before routing (names keep their case; the dispatcher compares
+/// keywords case-insensitively). A doubled leading slash (`az cloud register` with an endpoint
+/// ending in `/`) is collapsed.
 pub fn normalize_path(uri: &Uri) -> Option<Uri> {
-    let path = uri.path();
+    let raw = uri.path();
+    let path = raw.trim_start_matches('/');
+    let collapsed = raw.len() - path.len() > 1;
+    let path = format!("/{path}");
     let first = path.split('/').nth(1)?;
     let lower = first.to_ascii_lowercase();
-    if (lower == "subscriptions" || lower == "tenants" || lower == "providers") && first != lower {
-        let new_path = format!("/{lower}{}", &path[1 + first.len()..]);
+    let keyword = matches!(
+        lower.as_str(),
+        "subscriptions" | "tenants" | "providers" | "metadata"
+    );
+    if keyword && (first != lower || collapsed || (lower == "metadata" && path != path.to_ascii_lowercase()))
+    {
+        // Metadata paths hold no names: all of it is matched in lower case.
+        let new_path = if lower == "metadata" {
+            path.to_ascii_lowercase()
+        } else {
+            format!("/{lower}{}", &path[1 + first.len()..])
+        };
         let pq = match uri.query() {
             Some(q) => format!("{new_path}?{q}"),
             None => new_path,

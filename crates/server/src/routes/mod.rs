@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/auditLogs/signIns", get(graph::sign_ins))
         .route("/v1.0/auditLogs/directoryAudits", get(graph::directory_audits))
         .route("/tenants", get(arm::tenants))
+        .route("/metadata/endpoints", get(arm::metadata_endpoints))
         .route("/usher/loginCheck", get(arm::login_check))
         .route("/usher/machineLogins", get(arm::machine_logins))
         .route("/subscriptions", axum::routing::any(arm::dispatch))

@@ -987,3 +987,26 @@ async fn management_groups_pass_access_down() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn cloud_metadata_for_az_cloud_register() {
+    let s = spawn().await;
+    // az concatenates strings: an endpoint ending in '/' gives '//metadata/endpoints'.
+    for path in [
+        "/metadata/endpoints?api-version=2022-09-01",
+        "//metadata/endpoints?api-version=2022-09-01",
+        "/Metadata/Endpoints",
+    ] {
+        let r = s.client().get(format!("{}{path}", s.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["authentication"]["loginEndpoint"], s.url.as_str(), "{body}");
+        assert_eq!(
+            body["authentication"]["audiences"][0],
+            format!("{}/", s.url),
+            "{body}"
+        );
+        assert_eq!(body["resourceManager"], format!("{}/", s.url));
+        assert!(body["suffixes"].is_object(), "az reads suffixes: {body}");
+    }
+}
