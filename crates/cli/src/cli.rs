@@ -1456,4 +1456,3 @@ mod tests {
         assert!(missing.is_empty(), "without help: {missing:?}");
     }
 }
-

@@ -1780,7 +1780,7 @@ async fn seed_sequence_vm_and_login_extension() {
     let login_json = login.json();
     assert!(!login.stderr.contains("weak"), "{login:?}");
     assert_eq!(
-        login_json["loginExtension"]["name"], "AADSSHLoginForLinux",
+        login_json["loginExtension"]["name"], "LoginForLinux",
         "{login_json}"
     );
     assert_eq!(login_json["loginExtension"]["provisioningState"], "Creating");

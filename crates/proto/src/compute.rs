@@ -95,12 +95,16 @@ pub fn image_by_reference(publisher: &str, offer: &str, sku: &str) -> Option<&'s
     })
 }
 
-/// The publisher of the directory-login extensions.
-pub const LOGIN_EXTENSION_PUBLISHER: &str = "Microsoft.Azure.ActiveDirectory";
-/// The Linux login extension (SSH, and RDP through xrdp).
-pub const LINUX_LOGIN_EXTENSION: &str = "AADSSHLoginForLinux";
-/// The Windows login extension's name; on usher's agent it runs the same handler, which refuses
-/// an operating system it does not support with the seed's exit code 51.
+/// The publisher of usher's login extension.
+pub const LOGIN_EXTENSION_PUBLISHER: &str = "Usher.Identity";
+/// usher's Linux login extension (SSH, and RDP through xrdp): its canonical name.
+pub const LINUX_LOGIN_EXTENSION: &str = "LoginForLinux";
+/// The publisher of Azure's login extensions, accepted as aliases.
+pub const AZURE_LOGIN_EXTENSION_PUBLISHER: &str = "Microsoft.Azure.ActiveDirectory";
+/// Azure's Linux login extension, an alias of [`LINUX_LOGIN_EXTENSION`].
+pub const AZURE_LINUX_LOGIN_EXTENSION: &str = "AADSSHLoginForLinux";
+/// Azure's Windows login extension; usher's agent runs the Linux handler for it, which refuses a
+/// Linux machine with the seed's exit code 51 (the extension is for another operating system).
 pub const WINDOWS_LOGIN_EXTENSION: &str = "AADLoginForWindows";
 
 /// An extension type usher's agent runs.
@@ -112,7 +116,14 @@ pub struct ExtensionType {
     pub type_name: &'static str,
     /// Versions offered, oldest first.
     pub versions: &'static [&'static str],
+    /// The handler that runs it, as `publisher.type` (logs live under this name).
+    pub canonical: &'static str,
+    /// The operating system the handler is for.
+    pub os_type: &'static str,
 }
+
+/// The canonical name of the Linux login handler.
+pub const LINUX_LOGIN_CANONICAL: &str = "Usher.Identity.LoginForLinux";
 
 /// Every extension type usher runs. The legacy Linux names are accepted and run the same handler.
 pub const EXTENSION_TYPES: &[ExtensionType] = &[
@@ -120,21 +131,36 @@ pub const EXTENSION_TYPES: &[ExtensionType] = &[
         publisher: LOGIN_EXTENSION_PUBLISHER,
         type_name: LINUX_LOGIN_EXTENSION,
         versions: &["1.0.0.0"],
+        canonical: LINUX_LOGIN_CANONICAL,
+        os_type: "Linux",
     },
     ExtensionType {
-        publisher: LOGIN_EXTENSION_PUBLISHER,
+        publisher: AZURE_LOGIN_EXTENSION_PUBLISHER,
+        type_name: AZURE_LINUX_LOGIN_EXTENSION,
+        versions: &["1.0.0.0"],
+        canonical: LINUX_LOGIN_CANONICAL,
+        os_type: "Linux",
+    },
+    ExtensionType {
+        publisher: AZURE_LOGIN_EXTENSION_PUBLISHER,
         type_name: WINDOWS_LOGIN_EXTENSION,
         versions: &["1.0.0.0", "2.2.0.0"],
+        canonical: LINUX_LOGIN_CANONICAL,
+        os_type: "Windows",
     },
     ExtensionType {
-        publisher: LOGIN_EXTENSION_PUBLISHER,
+        publisher: AZURE_LOGIN_EXTENSION_PUBLISHER,
         type_name: "AADLoginForLinux",
         versions: &["1.0.0.0"],
+        canonical: LINUX_LOGIN_CANONICAL,
+        os_type: "Linux",
     },
     ExtensionType {
         publisher: "Microsoft.Azure.ActiveDirectory.LinuxSSH",
         type_name: "AADLoginForLinux",
         versions: &["1.0.0.0"],
+        canonical: LINUX_LOGIN_CANONICAL,
+        os_type: "Linux",
     },
 ];
 
@@ -145,12 +171,12 @@ pub fn extension_type(publisher: &str, type_name: &str) -> Option<&'static Exten
         .find(|t| t.publisher.eq_ignore_ascii_case(publisher) && t.type_name.eq_ignore_ascii_case(type_name))
 }
 
-/// The login extension for an operating system type (`Linux` or `Windows`).
-pub fn login_extension_for(os_type: &str) -> &'static str {
+/// The login extension (publisher, type) for an operating system type (`Linux` or `Windows`).
+pub fn login_extension_for(os_type: &str) -> (&'static str, &'static str) {
     if os_type.eq_ignore_ascii_case("Windows") {
-        WINDOWS_LOGIN_EXTENSION
+        (AZURE_LOGIN_EXTENSION_PUBLISHER, WINDOWS_LOGIN_EXTENSION)
     } else {
-        LINUX_LOGIN_EXTENSION
+        (LOGIN_EXTENSION_PUBLISHER, LINUX_LOGIN_EXTENSION)
     }
 }
 
@@ -178,9 +204,16 @@ mod tests {
             image_by_reference("debian", "DEBIAN-12", "12-gen2").map(|i| i.alias),
             Some("Debian12")
         );
-        assert!(extension_type("microsoft.azure.activedirectory", "aadsshloginforlinux").is_some());
+        assert_eq!(
+            extension_type("microsoft.azure.activedirectory", "aadsshloginforlinux").map(|t| t.canonical),
+            Some(LINUX_LOGIN_CANONICAL)
+        );
+        assert_eq!(
+            extension_type("Usher.Identity", "LoginForLinux").map(|t| t.os_type),
+            Some("Linux")
+        );
         assert!(extension_type("Microsoft.Azure.Extensions", "CustomScript").is_none());
-        assert_eq!(login_extension_for("Windows"), WINDOWS_LOGIN_EXTENSION);
-        assert_eq!(login_extension_for("Linux"), LINUX_LOGIN_EXTENSION);
+        assert_eq!(login_extension_for("Windows").1, WINDOWS_LOGIN_EXTENSION);
+        assert_eq!(login_extension_for("Linux"), ("Usher.Identity", "LoginForLinux"));
     }
 }

@@ -299,9 +299,9 @@ async fn create(ctx: &Context, client: &Client, session: &Session, args: &VmCrea
         let os = vm["properties"]["storageProfile"]["osDisk"]["osType"]
             .as_str()
             .unwrap_or("Linux");
-        let name = compute::login_extension_for(os);
+        let (publisher, name) = compute::login_extension_for(os);
         let ext_body = json!({"location": location, "properties": {
-            "publisher": compute::LOGIN_EXTENSION_PUBLISHER, "type": name, "autoUpgradeMinorVersion": true,
+            "publisher": publisher, "type": name, "autoUpgradeMinorVersion": true,
         }});
         let ext = arm::send(
             client,
