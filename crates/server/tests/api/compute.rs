@@ -393,7 +393,15 @@ fn op_path(s: &TestServer, headers: &reqwest::header::HeaderMap) -> String {
 
 #[tokio::test]
 async fn extensions_are_creating_until_the_agent_reports() {
-    let s = spawn().await;
+    extension_flow(spawn().await).await;
+}
+
+#[tokio::test]
+async fn extensions_on_postgres() {
+    extension_flow(usher_testkit::spawn_with(usher_testkit::Backend::Postgres).await).await;
+}
+
+async fn extension_flow(s: TestServer) {
     let admin = s.admin_token().await;
     let sub = default_sub(&s, &admin).await;
     let rg = group(&s, &admin, &sub, "rg1").await;
