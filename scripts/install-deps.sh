@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need: a C compiler for aws-lc and the
-# bundled SQLite, and PostgreSQL's server binaries for the PostgreSQL tests. On CI (CI=true) the
+# bundled SQLite, PostgreSQL's server binaries for the PostgreSQL tests, util-linux and iproute2
+# for the machine namespaces, and Python for the Azure SDK tests. On CI (CI=true) the
 # package lists are always refreshed first; elsewhere only when something is missing.
 set -euo pipefail
-PACKAGES=(gcc libc6-dev make postgresql postgresql-client ca-certificates curl)
+PACKAGES=(gcc libc6-dev make postgresql postgresql-client ca-certificates curl util-linux iproute2 python3 python3-venv)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 eval "$(bash scripts/pg-start.sh)"
+eval "$(bash scripts/python-deps.sh)"
 trap 'bash scripts/pg-stop.sh "$USHER_TEST_PG_DIR"' EXIT
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -218,6 +218,41 @@ async fn load_all(arm: &Arm, vm_scope: &Scope) -> ArmResult<Vec<(Record, StoredE
     Ok(out)
 }
 
+/// The desired extensions of a VM, for its agent: protected settings opened, the handler named.
+pub(crate) async fn desired(arm: &Arm, vm_scope: &Scope) -> ArmResult<Vec<Value>> {
+    let mut out = Vec::new();
+    for (rec, e) in load_all(arm, vm_scope).await? {
+        let protected = match &e.sealed_protected_settings {
+            Some(sealed) => {
+                let plain = arm
+                    .dir
+                    .sealing()
+                    .open(sealed, &format!("vm-extension:{}", rec.id))
+                    .map_err(|err| {
+                        tracing::error!(error = %err, "opening protected settings failed");
+                        ArmError::internal()
+                    })?;
+                serde_json::from_slice(&plain).unwrap_or(Value::Null)
+            }
+            None => json!({}),
+        };
+        let handler = compute::extension_type(&e.publisher, &e.type_name);
+        out.push(json!({
+            "name": e.name,
+            "publisher": e.publisher,
+            "type": e.type_name,
+            "typeHandlerVersion": e.type_handler_version,
+            "settings": e.settings,
+            "protectedSettings": protected,
+            "generation": e.generation,
+            "provisioningState": e.provisioning_state,
+            "handler": handler.map(|h| h.canonical),
+            "handlerOsType": handler.map(|h| h.os_type),
+        }));
+    }
+    Ok(out)
+}
+
 /// Removes every extension record of a VM (the VM is being deleted).
 pub(crate) async fn remove_all(arm: &Arm, vm_scope: &Scope) -> ArmResult<()> {
     for (rec, _) in load_all(arm, vm_scope).await? {
@@ -485,6 +520,7 @@ impl Arm {
             }
         };
         let operation = self.new_operation(&rec_ext, &key, &vm, false).await?;
+        self.extensions_changed();
         self.audit(
             caller,
             if created { "Create VM extension" } else { "Update VM extension" },
@@ -580,6 +616,7 @@ impl Arm {
             self.dir.store().update(rec).await?;
             Some(self.new_operation(&e, &key, &vm, true).await?)
         };
+        self.extensions_changed();
         self.audit(
             caller,
             "Delete VM extension",
@@ -658,8 +695,9 @@ impl Arm {
     }
 
     /// The machine's agent reports the outcome of applying generation `generation` of extension
-    /// `name`. Only the VM's own identity may report. A report for an older generation is
-    /// ignored (returns false): the desired state changed since.
+    /// `name`. Only the VM's own identity may report (or the machine itself, through
+    /// [`Arm::machine_report`]). A report for an older generation is ignored (returns false):
+    /// the desired state changed since.
     pub async fn report_extension(
         &self,
         caller: &str,
@@ -682,7 +720,18 @@ impl Arm {
                 scope.as_str(),
             ));
         }
-        let key = extension_key(&scope, name);
+        self.record_report(&scope, name, generation, outcome).await
+    }
+
+    /// Records an agent's report (the caller is authenticated as the VM's machine or identity).
+    pub(crate) async fn record_report(
+        &self,
+        scope: &Scope,
+        name: &str,
+        generation: u64,
+        outcome: ExtensionOutcome,
+    ) -> ArmResult<bool> {
+        let key = extension_key(scope, name);
         let now = self.dir.clock().now_unix();
         let Some(mut rec) = self.dir.store().get(kinds::VM_EXTENSION, &key, now).await? else {
             return Ok(false);

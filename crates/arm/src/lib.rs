@@ -7,6 +7,7 @@ mod error;
 mod extensions;
 mod groups;
 mod login;
+mod machines;
 mod mgs;
 mod rbac;
 mod roles;
@@ -17,6 +18,7 @@ use std::sync::{Arc, RwLock};
 
 pub use error::ArmError;
 pub use extensions::{ExtensionChange, ExtensionOutcome, ExtensionStatus};
+pub use machines::{JOIN_TOKEN_TTL_SECS, JoinRequest, Machine};
 pub use rbac::AssignmentFilter;
 use usher_authz::{ActionKind, Scope, Snapshot};
 use usher_directory::Directory;
@@ -43,6 +45,14 @@ pub mod kinds {
     pub const ROLE_DEFINITION: &str = "role_definition";
     /// Management groups (id: lower-cased group id).
     pub const MANAGEMENT_GROUP: &str = "management_group";
+    /// One-time machine join tokens (id: digest; key: VM scope; expire after an hour).
+    pub const JOIN_TOKEN: &str = "join_token";
+    /// Joined machines (id: VM scope).
+    pub const MACHINE: &str = "machine";
+    /// Machine assertion ids seen (replay protection; expire with the assertion).
+    pub const MACHINE_JTI: &str = "machine_jti";
+    /// Devices (id: GUID; key: lower-cased display name).
+    pub const DEVICE: &str = "device";
 }
 
 /// The resource manager.
@@ -52,6 +62,8 @@ pub struct Arm {
     snapshot: Arc<RwLock<Snapshot>>,
     /// Custom roles' descriptions (the engine keeps only what evaluation needs).
     descriptions: Arc<RwLock<std::collections::HashMap<String, String>>>,
+    /// Bumped at every extension change: agents' long polls wait on it.
+    extension_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Arm {
@@ -70,9 +82,21 @@ impl Arm {
             dir,
             snapshot: Arc::new(RwLock::new(snapshot)),
             descriptions: Arc::new(RwLock::new(descriptions)),
+            extension_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         arm.load_hierarchy().await?;
         Ok(arm)
+    }
+
+    /// Wakes agents waiting for extension changes.
+    pub(crate) fn extensions_changed(&self) {
+        self.extension_changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later extension change (agents' long polls). Changes made by
+    /// another server replica are seen when the poll times out.
+    pub fn watch_extensions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.extension_changes.subscribe()
     }
 
     /// The directory.

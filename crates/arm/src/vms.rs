@@ -661,18 +661,31 @@ impl Arm {
             .map(|i| i.os_name)
             .unwrap_or(&vm.image.offer);
         let exts = extensions::instance_views(self, scope).await?;
-        Ok(json!({
-            "computerName": vm.computer_name,
-            "osName": os_name,
-            "vmAgent": {
+        let agent = match self.machine_contact(scope).await? {
+            Some((hostname, last)) => json!({
+                "vmAgentVersion": env!("CARGO_PKG_VERSION"),
+                "statuses": [{
+                    "code": "ProvisioningState/succeeded",
+                    "level": "Info",
+                    "displayStatus": "Ready",
+                    "message": format!("The agent on '{hostname}' has joined; last contact {}.", usher_core::rfc3339(last)),
+                    "time": usher_core::rfc3339(last),
+                }],
+            }),
+            None => json!({
                 "vmAgentVersion": "Unknown",
                 "statuses": [{
                     "code": "ProvisioningState/Unavailable",
                     "level": "Warning",
                     "displayStatus": "Not Ready",
-                    "message": "The machine's agent has not reported yet; run `usher-agent join` on the machine.",
+                    "message": "The machine's agent has not joined; run `usher-agent join` on the machine with a token from `usher vm onboarding-token`.",
                 }],
-            },
+            }),
+        };
+        Ok(json!({
+            "computerName": vm.computer_name,
+            "osName": os_name,
+            "vmAgent": agent,
             "extensions": exts,
             "statuses": [{
                 "code": "ProvisioningState/succeeded",
@@ -757,6 +770,7 @@ impl Arm {
             return Ok(None);
         };
         extensions::remove_all(self, scope).await?;
+        self.forget_machine(scope).await?;
         if let Some(id) = &vm.identity {
             self.drop_identity(id).await?;
         }

@@ -130,7 +130,7 @@ pub struct VmNameArgs {
 /// `usher vm ...`.
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Create a virtual machine (registers the machine; its agent joins it to the directory).
+    /// Create a virtual machine (registers the machine and prints the one-time token its agent joins with).
     Create(VmCreateArgs),
     /// Get the details of a virtual machine.
     Show(VmNameArgs),
@@ -138,6 +138,8 @@ pub enum VmCommand {
     List(VmListArgs),
     /// Delete a virtual machine with its extensions and its managed identity.
     Delete(VmDeleteArgs),
+    /// Issue a new one-time join token for the machine's agent (valid 1 hour; replaces the last one).
+    OnboardingToken(VmNameArgs),
     /// Manage the VM's system-assigned managed identity.
     #[command(subcommand)]
     Identity(VmIdentityCommand),

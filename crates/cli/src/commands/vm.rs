@@ -92,6 +92,11 @@ pub async fn run(ctx: &Context, cmd: VmCommand) -> Result<()> {
             ctx.print(vm.get("identity").unwrap_or(&Value::Null))
         }
         VmCommand::Extension(cmd) => extension(ctx, &client, &session, cmd).await,
+        VmCommand::OnboardingToken(args) => {
+            let path = format!("{}/onboardingToken", vm_path(&args, &session)?);
+            let token = arm::send(&client, Method::POST, &path, COMPUTE_API_VERSION, &[], None).await?;
+            ctx.print(&token)
+        }
     }
 }
 
@@ -314,14 +319,25 @@ async fn create(ctx: &Context, client: &Client, session: &Session, args: &VmCrea
         .await?;
         login_extension = json!({"name": name, "provisioningState": ext["properties"]["provisioningState"]});
     }
+    let token = arm::send(
+        client,
+        Method::POST,
+        &format!("{path}/onboardingToken"),
+        COMPUTE_API_VERSION,
+        &[],
+        None,
+    )
+    .await?;
     let mut out = json!({
+        "onboardingToken": token["onboardingToken"],
+        "onboardingTokenExpiresOn": token["expiresOn"],
         "id": vm["id"],
         "resourceGroup": args.resource_group,
         "location": vm["location"],
         "computerName": vm["properties"]["osProfile"]["computerName"],
         "osType": vm["properties"]["storageProfile"]["osDisk"]["osType"],
         "vmId": vm["properties"]["vmId"],
-        "powerState": "VM registered; waiting for its agent to join",
+        "powerState": "VM registered; waiting for its agent to join (usher-agent join --token ...)",
     });
     if let Some(m) = out.as_object_mut() {
         if vm.get("identity").is_some() {

@@ -3,6 +3,7 @@
 mod authorization_code;
 mod client_credentials;
 mod device_code;
+mod managed_identity;
 mod password;
 mod refresh;
 

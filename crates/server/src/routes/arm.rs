@@ -14,7 +14,7 @@ use usher_arm::{ArmError, AssignmentFilter};
 use super::Caller;
 use crate::AppState;
 
-fn arm_error(e: ArmError) -> Response {
+pub(crate) fn arm_error(e: ArmError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     (
         status,
@@ -419,6 +419,10 @@ async fn compute(r: ComputeRequest<'_>) -> Response {
                 )),
             }
         }
+        [_, "onboardingtoken"] if method == Method::POST => arm
+            .onboarding_token(who, sub, rg, r.tail[0])
+            .await
+            .map_or_else(arm_error, |v| Json(v).into_response()),
         [_, "instanceview"] if method == Method::GET => arm
             .get_vm_instance_view(who, sub, rg, r.tail[0])
             .await
@@ -665,5 +669,47 @@ pub async fn dispatch_providers(
             .await
         }
         _ => not_found(&path),
+    }
+}
+
+/// `GET /v1.0/devices`: the devices of joined machines (Global Administrators).
+pub async fn list_devices(State(state): State<AppState>, caller: Caller) -> Response {
+    if let Err(e) = caller
+        .require_role(
+            &state,
+            &[usher_core::well_known::GLOBAL_ADMIN_ROLE],
+            "listing devices",
+        )
+        .await
+    {
+        return e.into_response();
+    }
+    state.arm.list_devices().await.map_or_else(arm_error, list)
+}
+
+/// `DELETE /v1.0/devices/{id}`: deletes a stale device, freeing its name.
+pub async fn delete_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(e) = caller
+        .require_role(
+            &state,
+            &[usher_core::well_known::GLOBAL_ADMIN_ROLE],
+            "deleting devices",
+        )
+        .await
+    {
+        return e.into_response();
+    }
+    match state.arm.delete_device(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => arm_error(ArmError::new(
+            404,
+            "Request_ResourceNotFound",
+            format!("Device '{id}' does not exist."),
+        )),
+        Err(e) => arm_error(e),
     }
 }

@@ -1,5 +1,6 @@
 //! The router: every path of the one origin.
 
+mod agent;
 mod arm;
 mod auth;
 mod graph;
@@ -96,6 +97,24 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants", get(arm::tenants))
         .route("/metadata/endpoints", get(arm::metadata_endpoints))
         .route("/usher/loginCheck", get(arm::login_check))
+        .route("/usher/endpoints", get(agent::endpoints))
+        .route("/usher/agent", get(agent::bare))
+        .route("/usher/agent/join", post(agent::join))
+        .route("/usher/agent/config", get(agent::config))
+        .route("/usher/agent/extensions", get(agent::extensions))
+        .route(
+            "/usher/agent/extensions/{name}/status",
+            post(agent::extension_status),
+        )
+        .route("/usher/agent/token", post(agent::token))
+        .route(
+            "/usher/agent/device",
+            get(agent::bare)
+                .post(agent::register_device)
+                .delete(agent::unregister_device),
+        )
+        .route("/v1.0/devices", get(arm::list_devices))
+        .route("/v1.0/devices/{id}", axum::routing::delete(arm::delete_device))
         .route("/usher/machineLogins", get(arm::machine_logins))
         .route("/subscriptions", axum::routing::any(arm::dispatch))
         .route("/subscriptions/{*rest}", axum::routing::any(arm::dispatch))

@@ -1,0 +1,340 @@
+//! `usher-agent doctor`: the seed's troubleshooting list (SPEC X4), each check PASS or FAIL with
+//! the reason and the fix.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::state::StateDir;
+
+/// One check's result.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it passed.
+    pub pass: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do when it failed.
+    pub fix: String,
+}
+
+impl Check {
+    fn pass(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            pass: true,
+            detail: detail.into(),
+            fix: String::new(),
+        }
+    }
+    fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            pass: false,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// As JSON.
+    pub fn json(&self) -> Value {
+        json!({"check": self.name, "result": if self.pass { "PASS" } else { "FAIL" }, "detail": self.detail, "fix": self.fix})
+    }
+
+    /// As a line.
+    pub fn text(&self) -> String {
+        if self.pass {
+            format!("PASS  {}: {}", self.name, self.detail)
+        } else {
+            format!("FAIL  {}: {}\n      Fix: {}", self.name, self.detail, self.fix)
+        }
+    }
+}
+
+/// The endpoints a machine must reach (SPEC X5), by kind, under `server`.
+pub fn endpoints(server: &str, tenant: &str) -> Vec<(&'static str, String)> {
+    let s = server.trim_end_matches('/');
+    vec![
+        ("device registration", format!("{s}/usher/agent/device")),
+        ("device authentication", format!("{s}/usher/agent")),
+        ("authentication", format!("{s}/{tenant}/oauth2/v2.0/token")),
+        ("login check", format!("{s}/usher/loginCheck")),
+    ]
+}
+
+fn b64_json(part: &str) -> Option<Value> {
+    serde_json::from_slice(&usher_crypto::b64url_decode(part).ok()?).ok()
+}
+
+/// A DNS A query to `server` (UDP port 53) for `name`: the addresses it answered.
+pub fn dns_query(server: IpAddr, name: &str) -> Result<Vec<IpAddr>, String> {
+    let mut q: Vec<u8> = vec![0x4a, 0x1d, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        let len = u8::try_from(label.len()).map_err(|_| "a label is too long".to_owned())?;
+        q.push(len);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock =
+        UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    sock.send_to(&q, SocketAddr::new(server, 53))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 1500];
+    let n = sock
+        .recv(&mut buf)
+        .map_err(|e| format!("no answer from {server}: {e}"))?;
+    let r = &buf[..n];
+    if r.len() < 12 || r[0] != 0x4a || r[1] != 0x1d {
+        return Err("a malformed answer".into());
+    }
+    let rcode = r[3] & 0x0f;
+    if rcode != 0 {
+        return Err(format!(
+            "the server answered with error code {rcode} (3 = no such name)"
+        ));
+    }
+    let answers = u16::from_be_bytes([r[6], r[7]]);
+    // Skip the question.
+    let mut i = 12;
+    while i < r.len() && r[i] != 0 {
+        i += usize::from(r[i]) + 1;
+    }
+    i += 5;
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        if i + 12 > r.len() {
+            break;
+        }
+        // Name: a pointer (2 bytes) or labels.
+        if r[i] & 0xc0 == 0xc0 {
+            i += 2;
+        } else {
+            while i < r.len() && r[i] != 0 {
+                i += usize::from(r[i]) + 1;
+            }
+            i += 1;
+        }
+        if i + 10 > r.len() {
+            break;
+        }
+        let rtype = u16::from_be_bytes([r[i], r[i + 1]]);
+        let len = usize::from(u16::from_be_bytes([r[i + 8], r[i + 9]]));
+        i += 10;
+        if rtype == 1 && len == 4 && i + 4 <= r.len() {
+            out.push(IpAddr::from([r[i], r[i + 1], r[i + 2], r[i + 3]]));
+        }
+        i += len;
+    }
+    Ok(out)
+}
+
+/// Runs every check.
+pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let joined = match state.joined() {
+        Ok(Some(j)) => {
+            checks.push(Check::pass(
+                "machine joined",
+                format!("VM {} in tenant {}", j.vm_resource_id, j.tenant_id),
+            ));
+            j
+        }
+        Ok(None) => {
+            checks.push(Check::fail("machine joined", "this machine has not joined", "run `usher-agent join --server URL --ca-file F --token T` with a token from `usher vm onboarding-token`"));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "machine joined",
+                format!("{e:#}"),
+                "restore the state directory or join again",
+            ));
+            return checks;
+        }
+    };
+    let status = state.status().unwrap_or_default();
+    let imds = status
+        .imds_address
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_IMDS_ADDRESS.to_owned());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build();
+    let Ok(http) = http else {
+        checks.push(Check::fail(
+            "HTTP client",
+            "cannot set up HTTP",
+            "check the system's TLS libraries",
+        ));
+        return checks;
+    };
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("http://{imds}{path}");
+        async move {
+            let r = http
+                .get(&url)
+                .header("Metadata", "true")
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.map_err(|e| format!("{url}: {e}"))?;
+            Ok::<(u16, Value), String>((status, body))
+        }
+    };
+    let imds_fix = format!(
+        "start the agent (`usher-agent run`, or systemctl start usher-agent); it serves IMDS on {imds}"
+    );
+    match get("/metadata/instance?api-version=2017-08-01".into()).await {
+        Ok((200, b)) if b["compute"]["resourceId"].as_str() == Some(joined.vm_resource_id.as_str()) => {
+            checks.push(Check::pass(
+                "IMDS instance",
+                format!("names this VM: {}", joined.vm_resource_id),
+            ));
+        }
+        Ok((s, b)) => checks.push(Check::fail(
+            "IMDS instance",
+            format!("HTTP {s}: {b}"),
+            imds_fix.clone(),
+        )),
+        Err(e) => checks.push(Check::fail("IMDS instance", e, imds_fix.clone())),
+    }
+    match get("/metadata/identity/info?api-version=2018-02-01".into()).await {
+        Ok((200, b)) if b["tenantId"].as_str() == Some(joined.tenant_id.as_str()) => {
+            checks.push(Check::pass(
+                "identity info",
+                format!("valid tenant id {}", joined.tenant_id),
+            ));
+        }
+        Ok((s, b)) => checks.push(Check::fail(
+            "identity info",
+            format!("HTTP {s}: {b}"),
+            "turn on the VM's system-assigned identity: usher vm identity assign -g RG -n VM",
+        )),
+        Err(e) => checks.push(Check::fail("identity info", e, imds_fix.clone())),
+    }
+    let resource = usher_core::well_known::DEVICE_REGISTRATION_URI;
+    let mut principal = String::new();
+    match get(format!(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
+    ))
+    .await
+    {
+        Ok((200, b)) => {
+            let claims = b["access_token"]
+                .as_str()
+                .and_then(|t| t.split('.').nth(1))
+                .and_then(b64_json)
+                .unwrap_or(Value::Null);
+            principal = claims["oid"].as_str().unwrap_or_default().to_owned();
+            checks.push(Check::pass(
+                "device registration token",
+                format!(
+                    "token for {resource}; oid {principal} (the VM's identity), tid {}",
+                    claims["tid"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok((s, b)) => checks.push(Check::fail(
+            "device registration token",
+            format!("HTTP {s}: {b}"),
+            "turn on the VM's identity and check the server is reachable",
+        )),
+        Err(e) => checks.push(Check::fail("device registration token", e, imds_fix.clone())),
+    }
+    let _ = principal;
+    let ca = state.ca_path();
+    match crate::api::http_client(&ca, Duration::from_secs(10)) {
+        Ok(tls) => {
+            for (kind, url) in endpoints(&joined.server, &joined.tenant_id) {
+                match tls.get(&url).send().await {
+                    Ok(r) => checks.push(Check::pass(&format!("endpoint: {kind}"), format!("{url} answered HTTP {}", r.status().as_u16()))),
+                    Err(e) => checks.push(Check::fail(
+                        &format!("endpoint: {kind}"),
+                        format!("{url}: {e}"),
+                        "allow outbound HTTPS from this machine to the server (firewall, proxy) and check the server runs",
+                    )),
+                }
+            }
+        }
+        Err(e) => checks.push(Check::fail(
+            "endpoints",
+            format!("{e:#}"),
+            "join again to restore the server's CA certificate",
+        )),
+    }
+    let login_conf = std::path::Path::new("/etc/usher/login.conf");
+    let ext_ok = status
+        .extensions
+        .values()
+        .any(|e| e.handler == usher_proto::compute::LINUX_LOGIN_CANONICAL && e.state == "Succeeded");
+    match (ext_ok, std::fs::read_to_string(login_conf)) {
+        (true, Ok(t)) if t.starts_with(crate::files::MARKER) => checks.push(Check::pass(
+            "login configuration",
+            "the login extension succeeded and /etc/usher/login.conf is in place",
+        )),
+        (true, _) => checks.push(Check::fail(
+            "login configuration",
+            "the login extension succeeded but /etc/usher/login.conf is missing or was changed",
+            "set the extension again: usher vm extension set --force-update ...",
+        )),
+        (false, _) => checks.push(Check::fail(
+            "login configuration",
+            "the login extension is not installed on this machine",
+            "usher vm extension set --publisher Usher.Identity --name LoginForLinux -g RG --vm-name VM",
+        )),
+    }
+    let host = url::Url::parse(&joined.server)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    match host.parse::<IpAddr>() {
+        Ok(_) => checks.push(Check::pass(
+            "name resolution",
+            format!("the server is named by its address {host}; nothing to resolve"),
+        )),
+        Err(_) => match dns {
+            Some(server) => match tokio::task::spawn_blocking({
+                let host = host.clone();
+                move || dns_query(server, &host)
+            })
+            .await
+            {
+                Ok(Ok(addrs)) if !addrs.is_empty() => checks.push(Check::pass(
+                    "name resolution",
+                    format!("{host} → {addrs:?}, answered by {server}"),
+                )),
+                Ok(Ok(_)) => checks.push(Check::fail(
+                    "name resolution",
+                    format!("{server} knows {host} but gave no address"),
+                    "add an A record for the server's name",
+                )),
+                Ok(Err(e)) => checks.push(Check::fail(
+                    "name resolution",
+                    format!("{host} via {server}: {e}"),
+                    "check the DNS server and the server's DNS name",
+                )),
+                Err(e) => checks.push(Check::fail("name resolution", e.to_string(), "retry")),
+            },
+            None => {
+                let nameservers: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("nameserver").map(|s| s.trim().to_owned()))
+                    .collect();
+                match tokio::net::lookup_host((host.as_str(), 443)).await {
+                    Ok(addrs) => checks.push(Check::pass("name resolution", format!("{host} → {:?} (system resolver; nameservers {nameservers:?}; pass --dns SERVER to see which one answers)", addrs.map(|a| a.ip()).collect::<Vec<_>>()))),
+                    Err(e) => checks.push(Check::fail("name resolution", format!("{host}: {e} (nameservers {nameservers:?})"), "fix /etc/resolv.conf or the DNS record; `usher-agent doctor --dns SERVER` asks one server directly")),
+                }
+            }
+        },
+    }
+    checks
+}

@@ -1,0 +1,77 @@
+//! `usher-agent status` (the seed's `dsregcmd /status`): reads only the state directory, so it
+//! works while `run` is running and when the server is away.
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::state::StateDir;
+
+/// The status as JSON (keys as the seed's tool names them).
+pub fn status_json(state: &StateDir) -> Result<Value> {
+    let joined = state.joined()?;
+    let status = state.status()?;
+    let extensions: Vec<Value> = status
+        .extensions
+        .values()
+        .map(|e| {
+            json!({
+                "Name": e.name, "Type": e.kind, "Handler": e.handler, "State": e.state,
+                "Code": e.code, "Message": e.message, "Generation": e.generation,
+                "Time": usher_core::rfc3339(e.time), "Reported": e.reported,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "DeviceJoined": if status.device_id.is_some() { "YES" } else { "NO" },
+        "MachineJoined": if joined.is_some() { "YES" } else { "NO" },
+        "TenantId": joined.as_ref().map(|j| j.tenant_id.clone()).unwrap_or_default(),
+        "DeviceId": status.device_id.clone().unwrap_or_default(),
+        "DeviceName": joined.as_ref().map(|j| j.hostname.clone()).unwrap_or_default(),
+        "VmResourceId": joined.as_ref().map(|j| j.vm_resource_id.clone()).unwrap_or_default(),
+        "Server": joined.as_ref().map(|j| j.server.clone()).unwrap_or_default(),
+        "Extensions": extensions,
+        "LastContact": status.last_contact.map(usher_core::rfc3339).unwrap_or_default(),
+        "ImdsAddress": status.imds_address.clone().unwrap_or_default(),
+        "ArcAddress": status.arc_address.clone().unwrap_or_default(),
+    }))
+}
+
+/// The status as text, one `Name : value` per line.
+pub fn status_text(v: &Value) -> String {
+    let mut out = String::from(
+        "+----------------------------------------------------------------------+\n| Device State                                                         |\n+----------------------------------------------------------------------+\n\n",
+    );
+    for k in [
+        "DeviceJoined",
+        "MachineJoined",
+        "TenantId",
+        "DeviceId",
+        "DeviceName",
+        "VmResourceId",
+        "Server",
+        "LastContact",
+        "ImdsAddress",
+        "ArcAddress",
+    ] {
+        out.push_str(&format!("{k:>20} : {}\n", v[k].as_str().unwrap_or_default()));
+    }
+    out.push_str("\n+----------------------------------------------------------------------+\n| Extensions                                                           |\n+----------------------------------------------------------------------+\n\n");
+    match v["Extensions"].as_array() {
+        Some(list) if !list.is_empty() => {
+            for e in list {
+                out.push_str(&format!(
+                    "{:>20} : {} ({}), generation {}, code {}\n{:>20}   {}\n",
+                    e["Name"].as_str().unwrap_or_default(),
+                    e["State"].as_str().unwrap_or_default(),
+                    e["Type"].as_str().unwrap_or_default(),
+                    e["Generation"],
+                    e["Code"],
+                    "",
+                    e["Message"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        _ => out.push_str("                none\n"),
+    }
+    out
+}

@@ -1,0 +1,857 @@
+//! Machines end to end (SPEC X1–X5, D5): each machine is the real `usher-agent` in its own UTS
+//! and mount namespace (its own host name, its own copy of `/etc`), talking to a real usherd over
+//! loopback. The machines share `/run`, `/tmp` and loopback, as the agent must allow.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use usher_testkit::TestServer;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_usher-agent");
+const DEBIAN12: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
+const CENTOS7: &str = "NAME=\"CentOS Linux\"\nVERSION_ID=\"7\"\nID=\"centos\"\n";
+const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One machine: a host name, a copy of `/etc`, a state directory, an IMDS port.
+struct Machine {
+    name: String,
+    dir: tempfile::TempDir,
+    imds_port: u16,
+    agent: Option<tokio::process::Child>,
+    extra: Vec<String>,
+}
+
+impl Machine {
+    fn new(name: &str, os_release: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        let ok = std::process::Command::new("cp")
+            .args(["-a", "/etc"])
+            .arg(&etc)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "copying /etc");
+        // Debian's /etc/os-release is a symlink into /usr: the machine gets a file of its own.
+        let _ = std::fs::remove_file(etc.join("os-release"));
+        std::fs::write(etc.join("os-release"), os_release).unwrap();
+        let imds_port = free_port();
+        std::fs::create_dir_all(etc.join("usher")).unwrap();
+        std::fs::write(
+            etc.join("usher/agent.toml"),
+            format!(
+                "state_dir = \"{}\"\nimds_address = \"127.0.0.1:{imds_port}\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        Machine {
+            name: name.into(),
+            dir,
+            imds_port,
+            agent: None,
+            extra: vec![],
+        }
+    }
+
+    fn etc(&self, rel: &str) -> PathBuf {
+        self.dir.path().join("etc").join(rel)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn set_config(&self, extra: &str) {
+        let path = self.etc("usher/agent.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(extra);
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// `usher-agent ARGS` inside the machine's namespaces.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("unshare");
+        c.args(["--uts", "--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc && hostname \"$2\" && shift 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(self.dir.path().join("etc"))
+            .arg(&self.name)
+            .arg(AGENT)
+            .args(args)
+            .args(&self.extra)
+            .env("USHER_AGENT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn exec(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+            .await
+            .expect("agent command timed out")
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn join(&self, s: &TestServer, token: &str) -> (i32, String, String) {
+        self.exec(&[
+            "join",
+            "--server",
+            &s.url,
+            "--ca-file",
+            s.ca.to_str().unwrap(),
+            "--token",
+            token,
+        ])
+        .await
+    }
+
+    fn start(&mut self, extra: &[&str]) {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        let mut c = self.command(&args);
+        c.stdout(Stdio::null()).stderr(Stdio::inherit());
+        self.agent = Some(c.spawn().unwrap());
+    }
+
+    /// SIGTERM (the agent cleans up), then SIGKILL after 10 s.
+    async fn stop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            if let Some(pid) = a.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(10), a.wait())
+                .await
+                .is_err()
+            {
+                let _ = a.start_kill();
+                let _ = a.wait().await;
+            }
+        }
+    }
+
+    async fn status(&self) -> Value {
+        let (code, out, err) = self.exec(&["status", "-o", "json"]).await;
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// IMDS on this machine: (status, body).
+    async fn imds(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+        imds_get(self.imds_port, path, headers).await
+    }
+}
+
+async fn imds_get(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut req = client.get(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match req.try_clone().unwrap().send().await {
+            Ok(r) => {
+                let st = r.status().as_u16();
+                let h = r.headers().clone();
+                let text = r.text().await.unwrap();
+                return (st, serde_json::from_str(&text).unwrap_or(Value::String(text)), h);
+            }
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("IMDS on {port} never answered: {e}"),
+        }
+    }
+}
+
+async fn default_sub(s: &TestServer, admin: &str) -> String {
+    let (_, subs) = s.api("GET", "/subscriptions", admin, None).await;
+    subs["value"][0]["subscriptionId"].as_str().unwrap().to_owned()
+}
+
+/// A VM (with or without identity) in `rg`; returns (its id, a join token).
+async fn vm(s: &TestServer, admin: &str, rg: &str, name: &str, identity: bool) -> (String, String) {
+    let id = format!("{rg}/providers/Microsoft.Compute/virtualMachines/{name}");
+    let mut body = json!({"location": "southcentralus", "properties": {
+        "storageProfile": {"imageReference": {"publisher": "Debian", "offer": "debian-12", "sku": "12-gen2"}},
+        "osProfile": {"adminUsername": "azureuser", "adminPassword": "Long-enough-pass-1"}}});
+    if identity {
+        body["identity"] = json!({"type": "SystemAssigned"});
+    }
+    let (st, b) = s.api("PUT", &id, admin, Some(body)).await;
+    assert_eq!(st, 201, "{b}");
+    let (st, t) = s.api("POST", &format!("{id}/onboardingToken"), admin, None).await;
+    assert_eq!(st, 200, "{t}");
+    (id, t["onboardingToken"].as_str().unwrap().to_owned())
+}
+
+async fn set_extension(
+    s: &TestServer,
+    admin: &str,
+    vm: &str,
+    publisher: &str,
+    kind: &str,
+    force: Option<&str>,
+) {
+    let mut props = json!({"publisher": publisher, "type": kind, "settings": {}});
+    if let Some(tag) = force {
+        props["forceUpdateTag"] = json!(tag);
+    }
+    let (st, b) = s
+        .api(
+            "PUT",
+            &format!("{vm}/extensions/{kind}"),
+            admin,
+            Some(json!({"location": "southcentralus", "properties": props})),
+        )
+        .await;
+    assert!(st == 201 || st == 200, "{b}");
+}
+
+/// Waits (≤ 30 s, SPEC X3) for the extension to reach a terminal state; returns it with its
+/// instance view.
+async fn terminal(s: &TestServer, admin: &str, vm: &str, kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, e) = s
+            .api(
+                "GET",
+                &format!("{vm}/extensions/{kind}?$expand=instanceView"),
+                admin,
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{e}");
+        let state = e["properties"]["provisioningState"].as_str().unwrap().to_owned();
+        if state == "Succeeded" || state == "Failed" {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "still {state} after 30 s: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn status_of(e: &Value) -> (String, String) {
+    let st = &e["properties"]["instanceView"]["statuses"][0];
+    (
+        st["code"].as_str().unwrap_or_default().to_owned(),
+        st["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn log_names(m: &Machine) -> Vec<String> {
+    let dir = m.state().join("extensions/Usher.Identity.LoginForLinux");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_extension_duplicate_hostname_and_removal() {
+    let s = usher_testkit::spawn().await;
+    let admin = s.admin_token().await;
+    let sub = default_sub(&s, &admin).await;
+    let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
+    s.api("PUT", &rg, &admin, Some(json!({"location": "southcentralus"})))
+        .await;
+
+    // The operator's own sshd drop-in on machine A: replaced while the extension is on, restored after.
+    let mut a = Machine::new("web1", DEBIAN12);
+    std::fs::create_dir_all(a.etc("ssh/sshd_config.d")).unwrap();
+    std::fs::write(a.etc("ssh/sshd_config.d/10-usher.conf"), "# operator's file\n").unwrap();
+    let (web1, token) = vm(&s, &admin, &rg, "web1", true).await;
+    let (code, out, err) = a.join(&s, &token).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&web1), "{out}");
+    let key = a.state().join("machine.key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions()) & 0o777,
+        0o600
+    );
+    // The token worked once.
+    let b = Machine::new("other", DEBIAN12);
+    let (code, _, err) = b.join(&s, &token).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("already used or it expired"), "{err}");
+
+    // Set before the agent runs: applied when it starts, within 30 s.
+    set_extension(
+        &s,
+        &admin,
+        &web1,
+        "Microsoft.Azure.ActiveDirectory",
+        "AADSSHLoginForLinux",
+        None,
+    )
+    .await;
+    let status = a.status().await;
+    assert_eq!(status["DeviceJoined"], "NO");
+    a.start(&[]);
+    let e = terminal(&s, &admin, &web1, "AADSSHLoginForLinux").await;
+    assert_eq!(e["properties"]["provisioningState"], "Succeeded", "{e}");
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/succeeded");
+    assert!(message.contains("as device 'web1'"), "{message}");
+    let status = a.status().await;
+    assert_eq!(status["DeviceJoined"], "YES", "{status}");
+    assert_eq!(status["DeviceName"], "web1");
+    assert_eq!(status["TenantId"], s.tenant_id.as_str());
+    assert_eq!(status["Extensions"][0]["State"], "Succeeded", "{status}");
+    assert!(
+        std::fs::read_to_string(a.etc("usher/login.conf"))
+            .unwrap()
+            .contains(&web1)
+    );
+    assert!(
+        std::fs::read_to_string(a.etc("ssh/sshd_config.d/10-usher.conf"))
+            .unwrap()
+            .starts_with("# Managed by usher-agent")
+    );
+    assert!(
+        !std::fs::read_to_string("/etc/usher/login.conf")
+            .unwrap_or_default()
+            .contains(&web1),
+        "the host's own /etc is untouched"
+    );
+    // The doctor's checks all pass on a healthy machine, and list the endpoints.
+    let (code, out, err) = a.exec(&["doctor", "-o", "json"]).await;
+    let checks: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(code, 0, "{checks:#}");
+    let names: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for want in [
+        "IMDS instance",
+        "identity info",
+        "device registration token",
+        "endpoint: device registration",
+        "login configuration",
+        "name resolution",
+    ] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    let (_, list, _) = a.exec(&["doctor", "--list-endpoints"]).await;
+    assert!(
+        list.contains("device registration") && list.contains("/usher/agent/device"),
+        "{list}"
+    );
+    let (_, text, _) = a.exec(&["status"]).await;
+    assert!(text.contains("DeviceJoined : YES"), "{text}");
+    assert_eq!(log_names(&a), vec!["CommandExecution.log"]);
+    let (_, devices) = s.api("GET", "/v1.0/devices", &admin, None).await;
+    let device_names: Vec<&str> = devices["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["displayName"].as_str())
+        .collect();
+    assert_eq!(device_names, vec!["web1"]);
+    // The VM's instance view shows the agent and the extension.
+    let (_, iv) = s.api("GET", &format!("{web1}/instanceView"), &admin, None).await;
+    assert_eq!(iv["vmAgent"]["statuses"][0]["displayStatus"], "Ready", "{iv}");
+    assert_eq!(
+        iv["extensions"][0]["statuses"][0]["code"],
+        "ProvisioningState/succeeded"
+    );
+
+    // Another machine named WEB1 (names compare case-insensitively): the duplicate is refused.
+    let mut b = Machine::new("WEB1", DEBIAN12);
+    let (web2, token2) = vm(&s, &admin, &rg, "web2", true).await;
+    assert_eq!(b.join(&s, &token2).await.0, 0);
+    b.start(&[]);
+    set_extension(&s, &admin, &web2, "Usher.Identity", "LoginForLinux", None).await;
+    let e = terminal(&s, &admin, &web2, "LoginForLinux").await;
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/failed/53", "{e}");
+    assert!(
+        message.contains("already registered") && message.contains("rename"),
+        "{message}"
+    );
+    // Run again while the agent is stopped, then start it: the failed run's log is kept.
+    b.stop().await;
+    set_extension(
+        &s,
+        &admin,
+        &web2,
+        "Usher.Identity",
+        "LoginForLinux",
+        Some("again"),
+    )
+    .await;
+    b.start(&[]);
+    let e = terminal(&s, &admin, &web2, "LoginForLinux").await;
+    assert_eq!(status_of(&e).0, "ProvisioningState/failed/53");
+    let names = log_names(&b);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], "CommandExecution.log");
+    let kept = names[1]
+        .strip_prefix("CommandExecution_")
+        .and_then(|n| n.strip_suffix(".log"))
+        .unwrap();
+    assert!(
+        kept.len() == 17 && kept.chars().all(|c| c.is_ascii_digit()),
+        "{names:?}"
+    );
+
+    // A machine's identity may ask the login check about itself only.
+    let (st, tok, _) = a
+        .imds(
+            &format!(
+                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+                s.url
+            ),
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(st, 200, "{tok}");
+    let mi = tok["access_token"].as_str().unwrap().to_owned();
+    let (st, own) = s
+        .api(
+            "GET",
+            &format!("/usher/loginCheck?principal=admin@contoso.test&machine={web1}"),
+            &mi,
+            None,
+        )
+        .await;
+    assert_eq!((st, own["decision"].clone()), (200, json!("deny")), "{own}");
+    let (st, other) = s
+        .api(
+            "GET",
+            &format!("/usher/loginCheck?principal=admin@contoso.test&machine={web2}"),
+            &mi,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, other["error"]["code"].clone()),
+        (403, json!("AuthorizationFailed")),
+        "{other}"
+    );
+
+    // Joined with the login extension: a second join is refused.
+    let (_, token3) = {
+        let (st, t) = s
+            .api("POST", &format!("{web1}/onboardingToken"), &admin, None)
+            .await;
+        assert_eq!(st, 200);
+        (st, t["onboardingToken"].as_str().unwrap().to_owned())
+    };
+    let (code, _, err) = a.join(&s, &token3).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("remove the extension"), "{err}");
+
+    // Removing the extension: the device leaves, the operator's file comes back.
+    let (st, _) = s
+        .api(
+            "DELETE",
+            &format!("{web1}/extensions/AADSSHLoginForLinux"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s
+        .api(
+            "GET",
+            &format!("{web1}/extensions/AADSSHLoginForLinux"),
+            &admin,
+            None,
+        )
+        .await
+        .0
+        != 404
+    {
+        assert!(Instant::now() < deadline, "the extension was never removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(a.etc("ssh/sshd_config.d/10-usher.conf")).unwrap(),
+        "# operator's file\n"
+    );
+    assert!(!a.etc("usher/login.conf").exists());
+    let status = a.status().await;
+    assert_eq!(status["DeviceJoined"], "NO", "{status}");
+    let (_, devices) = s.api("GET", "/v1.0/devices", &admin, None).await;
+    assert_eq!(devices["value"], json!([]));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_failure_codes() {
+    let s = usher_testkit::spawn().await;
+    let admin = s.admin_token().await;
+    let sub = default_sub(&s, &admin).await;
+    let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
+    s.api("PUT", &rg, &admin, Some(json!({"location": "southcentralus"})))
+        .await;
+
+    // No identity: terminal error 1007, exit code -2145648574.
+    let mut c = Machine::new("noid", DEBIAN12);
+    let (noid, token) = vm(&s, &admin, &rg, "noid", false).await;
+    assert_eq!(c.join(&s, &token).await.0, 0);
+    c.start(&[]);
+    set_extension(
+        &s,
+        &admin,
+        &noid,
+        "Microsoft.Azure.ActiveDirectory",
+        "AADSSHLoginForLinux",
+        None,
+    )
+    .await;
+    let e = terminal(&s, &admin, &noid, "AADSSHLoginForLinux").await;
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/failed/-2145648574", "{e}");
+    assert!(
+        message.contains("1007") && message.contains("DSREG_E_MSI_TENANTID_UNAVAILABLE"),
+        "{message}"
+    );
+    // IMDS says the same, and the doctor names the fix.
+    let (st, info, _) = c
+        .imds(
+            "/metadata/identity/info?api-version=2018-02-01",
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(
+        (st, info["error_description"].clone()),
+        (400, json!("Identity not found"))
+    );
+    let (code, out, _) = c.exec(&["doctor"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  identity info") && out.contains("usher vm identity assign"),
+        "{out}"
+    );
+    // The Windows extension on Linux: exit code 51.
+    set_extension(
+        &s,
+        &admin,
+        &noid,
+        "Microsoft.Azure.ActiveDirectory",
+        "AADLoginForWindows",
+        None,
+    )
+    .await;
+    let e = terminal(&s, &admin, &noid, "AADLoginForWindows").await;
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/failed/51", "{e}");
+    assert!(
+        message.contains("This extension is not supported on the VM's operating system"),
+        "{message}"
+    );
+    c.stop().await;
+
+    // An unsupported OS: 51.
+    let mut d = Machine::new("old", CENTOS7);
+    let (old, token) = vm(&s, &admin, &rg, "old", true).await;
+    assert_eq!(d.join(&s, &token).await.0, 0);
+    d.start(&[]);
+    set_extension(&s, &admin, &old, "Usher.Identity", "LoginForLinux", None).await;
+    let e = terminal(&s, &admin, &old, "LoginForLinux").await;
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/failed/51", "{e}");
+    assert!(message.contains("centos 7"), "{message}");
+    d.stop().await;
+
+    // The registration endpoint cannot be reached: -2145648607.
+    let mut f = Machine::new("walled", DEBIAN12);
+    f.set_config(&format!(
+        "device_registration_url = \"https://127.0.0.1:{}/usher/agent/device\"\n",
+        free_port()
+    ));
+    let (walled, token) = vm(&s, &admin, &rg, "walled", true).await;
+    assert_eq!(f.join(&s, &token).await.0, 0);
+    f.start(&[]);
+    set_extension(&s, &admin, &walled, "Usher.Identity", "LoginForLinux", None).await;
+    let e = terminal(&s, &admin, &walled, "LoginForLinux").await;
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/failed/-2145648607", "{e}");
+    assert!(message.contains("DSREG_AUTOJOIN_DISC_FAILED"), "{message}");
+    // Each failure is visible in the machine's log, under the canonical name whatever alias was used.
+    let log = std::fs::read_to_string(
+        f.state()
+            .join("extensions/Usher.Identity.LoginForLinux/CommandExecution.log"),
+    )
+    .unwrap();
+    assert!(log.contains("DSREG_AUTOJOIN_DISC_FAILED"), "{log}");
+    f.stop().await;
+    let log = std::fs::read_to_string(
+        c.state()
+            .join("extensions/Usher.Identity.LoginForLinux/CommandExecution.log"),
+    )
+    .unwrap();
+    assert!(log.contains("not supported"), "{log}");
+
+    // A used or expired token is refused clearly; garbage too.
+    let g = Machine::new("late", DEBIAN12);
+    let (code, _, err) = g.join(&s, "usher-join-not-a-real-token").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("already used or it expired"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_shapes_rules_and_tokens_the_server_accepts() {
+    let s = usher_testkit::spawn().await;
+    let admin = s.admin_token().await;
+    let sub = default_sub(&s, &admin).await;
+    let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
+    s.api("PUT", &rg, &admin, Some(json!({"location": "southcentralus"})))
+        .await;
+    let mut m = Machine::new("app1", DEBIAN12);
+    let (app1, token) = vm(&s, &admin, &rg, "app1", true).await;
+    assert_eq!(m.join(&s, &token).await.0, 0);
+    let arc_port = free_port();
+    m.start(&["--arc-address", &format!("127.0.0.1:{arc_port}")]);
+
+    // Azure's rules: Metadata: true, no X-Forwarded-For, a known api-version.
+    let (st, b, _) = m.imds("/metadata/instance?api-version=2017-08-01", &[]).await;
+    assert_eq!(
+        (st, b["error"].clone()),
+        (400, json!("Bad request. Required metadata header not specified"))
+    );
+    let (st, b, _) = m
+        .imds(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x",
+            &[],
+        )
+        .await;
+    assert_eq!((st, b["error"].clone()), (400, json!("bad_request_102")), "{b}");
+    let (st, _, _) = m
+        .imds(
+            "/metadata/instance?api-version=2017-08-01",
+            &[("Metadata", "true"), ("X-Forwarded-For", "10.1.1.1")],
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (st, b, _) = m.imds("/metadata/instance", &[("Metadata", "true")]).await;
+    assert_eq!(st, 400);
+    assert!(b["newest-versions"].is_array(), "{b}");
+
+    // The instance and identity, all values strings.
+    let (st, inst, _) = m
+        .imds(
+            "/metadata/instance?api-version=2017-08-01",
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(st, 200, "{inst}");
+    assert_eq!(inst["compute"]["resourceId"], app1.as_str());
+    assert_eq!(inst["compute"]["name"], "app1");
+    assert_eq!(inst["compute"]["osType"], "Linux");
+    assert!(
+        inst["compute"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| !v.is_number() && !v.is_boolean()),
+        "{inst}"
+    );
+    let (_, info, _) = m
+        .imds(
+            "/metadata/identity/info?api-version=2018-02-01",
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(info["tenantId"], s.tenant_id.as_str());
+
+    // A token for the device-registration resource whose oid is the VM's identity.
+    let (_, vmv) = s.api("GET", &app1, &admin, None).await;
+    let principal = vmv["identity"]["principalId"].as_str().unwrap().to_owned();
+    let (st, t, _) = m
+        .imds("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=urn:ms-drs:enterpriseregistration.windows.net", &[("Metadata", "true")])
+        .await;
+    assert_eq!(st, 200, "{t}");
+    for k in ["expires_in", "expires_on", "not_before", "resource", "token_type"] {
+        assert!(t[k].is_string(), "{k}: {t}");
+    }
+    let payload = t["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&usher_crypto_decode(payload)).unwrap();
+    assert_eq!(claims["oid"], principal.as_str());
+    let (st, bad, _) = m
+        .imds(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://nothing.example/",
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(st, 400, "{bad}");
+    let (st, bad, _) = m
+        .imds("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x&client_id=00000000-0000-0000-0000-000000000000", &[("Metadata", "true")])
+        .await;
+    assert_eq!(
+        (st, bad["error_description"].clone()),
+        (400, json!("Identity not found"))
+    );
+
+    // A token for the management API works against it once the identity has a role.
+    let (st, mgmt, _) = m
+        .imds(
+            &format!(
+                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+                s.url
+            ),
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(st, 200, "{mgmt}");
+    let mi = mgmt["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(s.api("GET", &app1, &mi, None).await.0, 403, "no role yet");
+    let (st, b) = s
+        .api("PUT", &format!("{rg}/providers/Microsoft.Authorization/roleAssignments/7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"), &admin,
+            Some(json!({"properties": {"roleDefinitionId": format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{READER}"), "principalId": principal}})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, got) = s.api("GET", &app1, &mi, None).await;
+    assert_eq!((st, got["name"].clone()), (200, json!("app1")));
+    // The cached token is served again (same token) until near expiry.
+    let (_, again, _) = m
+        .imds(
+            &format!(
+                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+                s.url
+            ),
+            &[("Metadata", "true")],
+        )
+        .await;
+    assert_eq!(again["access_token"], mgmt["access_token"]);
+
+    // The Arc-style endpoint challenges first, then accepts the root-only file's content.
+    let (st, _, headers) = imds_get(
+        arc_port,
+        &format!(
+            "/metadata/identity/oauth2/token?api-version=2020-06-01&resource={}",
+            s.url
+        ),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(st, 401);
+    let realm = headers
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .strip_prefix("Basic realm=")
+        .unwrap()
+        .to_owned();
+    assert!(
+        realm.starts_with("/var/opt/azcmagent/tokens/") && realm.ends_with(".key"),
+        "{realm}"
+    );
+    let meta = std::fs::metadata(&realm).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600,
+        "root only"
+    );
+    let secret = std::fs::read_to_string(&realm).unwrap();
+    let (st, wrong, _) = imds_get(
+        arc_port,
+        &format!(
+            "/metadata/identity/oauth2/token?api-version=2020-06-01&resource={}",
+            s.url
+        ),
+        &[("Metadata", "true"), ("Authorization", "Basic nope")],
+    )
+    .await;
+    assert_eq!(st, 401, "{wrong}");
+    let auth = format!("Basic {secret}");
+    let (st, arc, _) = imds_get(
+        arc_port,
+        &format!(
+            "/metadata/identity/oauth2/token?api-version=2020-06-01&resource={}",
+            s.url
+        ),
+        &[("Metadata", "true"), ("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(st, 200, "{arc}");
+
+    // The real Azure SDK (azure-identity from PyPI) on the machine, both ways.
+    let python = std::env::var("USHER_TEST_PYTHON")
+        .expect("USHER_TEST_PYTHON names a Python with azure-identity (scripts/install-deps.sh sets it up)");
+    let script = format!(
+        "from azure.identity import ManagedIdentityCredential as M\nt = M().get_token('{}/.default')\nprint(t.token)\n",
+        s.url
+    );
+    for (label, env) in [
+        (
+            "IMDS",
+            vec![(
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_owned(),
+                format!("http://127.0.0.1:{}", m.imds_port),
+            )],
+        ),
+        (
+            "Arc",
+            vec![
+                (
+                    "IDENTITY_ENDPOINT".to_owned(),
+                    format!("http://127.0.0.1:{arc_port}/metadata/identity/oauth2/token"),
+                ),
+                ("IMDS_ENDPOINT".to_owned(), format!("http://127.0.0.1:{arc_port}")),
+            ],
+        ),
+    ] {
+        let out = tokio::process::Command::new(&python)
+            .arg("-c")
+            .arg(&script)
+            .envs(env)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("IDENTITY_HEADER")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sdk_token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (st, got) = s.api("GET", &app1, &sdk_token, None).await;
+        assert_eq!(
+            (st, got["name"].clone()),
+            (200, json!("app1")),
+            "{label}: the server accepts the SDK's token"
+        );
+    }
+    m.stop().await;
+    // The Arc file goes away with the agent.
+    assert!(!Path::new(&realm).exists());
+}
+
+fn usher_crypto_decode(part: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap()
+}
