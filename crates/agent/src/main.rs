@@ -265,3 +265,45 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod unit_file_tests {
+    /// The systemd unit in the repository runs this binary's `run` and keeps its hardening.
+    #[test]
+    fn the_unit_runs_the_agent_hardened() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../packaging/systemd/usher-agent.service"
+        );
+        let unit = std::fs::read_to_string(path).unwrap();
+        let directives: Vec<&str> = unit
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+            .collect();
+        assert!(
+            directives
+                .iter()
+                .any(|l| l.starts_with("ExecStart=") && l.ends_with("usher-agent run"))
+        );
+        for required in [
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "NoNewPrivileges=yes",
+            "UMask=0077",
+            "StateDirectoryMode=0700",
+            "RestrictNamespaces=yes",
+            "MemoryDenyWriteExecute=yes",
+            "SystemCallFilter=@system-service",
+        ] {
+            assert!(directives.contains(&required), "{required} missing from {path}");
+        }
+        let caps = directives
+            .iter()
+            .find(|l| l.starts_with("CapabilityBoundingSet="))
+            .unwrap();
+        assert!(!caps.contains("CAP_SYS_ADMIN"), "{caps}");
+    }
+}

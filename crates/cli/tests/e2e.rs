@@ -1576,6 +1576,16 @@ async fn seed_sequence_vm_and_login_extension() {
     );
     assert_eq!(created["location"], "southcentralus", "the group's location");
     assert_eq!(created["osType"], "Windows");
+    // The one-time join token for the machine's agent; a new one replaces it.
+    let first = created["onboardingToken"].as_str().unwrap().to_string();
+    assert!(first.starts_with("usher-join-"), "{created}");
+    assert!(created["onboardingTokenExpiresOn"].is_string(), "{created}");
+    let again = cli
+        .run(&["vm", "onboarding-token", "-g", "myResourceGroup", "-n", "myVM"])
+        .await
+        .json();
+    let second = again["onboardingToken"].as_str().unwrap();
+    assert!(second.starts_with("usher-join-") && second != first, "{again}");
     let machine = created["identity"]["systemAssignedIdentity"]
         .as_str()
         .unwrap()
