@@ -30,6 +30,8 @@ struct Machine {
     imds_port: u16,
     agent: Option<tokio::process::Child>,
     extra: Vec<String>,
+    /// Run in a network namespace of its own (with only its loopback).
+    own_network: bool,
 }
 
 impl Machine {
@@ -61,6 +63,7 @@ impl Machine {
             imds_port,
             agent: None,
             extra: vec![],
+            own_network: false,
         }
     }
 
@@ -82,8 +85,11 @@ impl Machine {
     /// `usher-agent ARGS` inside the machine's namespaces.
     fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("unshare");
+        if self.own_network {
+            c.arg("--net");
+        }
         c.args(["--uts", "--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("mount --bind \"$1\" /etc && hostname \"$2\" && shift 2 && exec \"$@\"")
+            .arg("ip link set lo up && mount --bind \"$1\" /etc && hostname \"$2\" && shift 2 && exec \"$@\"")
             .arg("sh")
             .arg(self.dir.path().join("etc"))
             .arg(&self.name)
@@ -847,6 +853,45 @@ async fn imds_shapes_rules_and_tokens_the_server_accepts() {
     m.stop().await;
     // The Arc file goes away with the agent.
     assert!(!Path::new(&realm).exists());
+
+    // IMDS on 169.254.169.254:80, as the seed's curl commands expect: the agent adds the address
+    // to the loopback interface first (here in a network namespace of the machine's own).
+    let mut n = Machine::new("linklocal", DEBIAN12);
+    let (_, token) = vm(&s, &admin, &rg, "linklocal", true).await;
+    assert_eq!(n.join(&s, &token).await.0, 0);
+    n.own_network = true;
+    n.start(&["--imds-address", "169.254.169.254"]);
+    let pid = n.agent.as_ref().unwrap().id().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answer = loop {
+        let out = tokio::process::Command::new("nsenter")
+            .args([
+                "--net",
+                "--target",
+                &pid,
+                "curl",
+                "-s",
+                "-H",
+                "Metadata: true",
+                "http://169.254.169.254/metadata/versions",
+            ])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("apiVersions") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(answer.contains("2018-02-01"), "{answer}");
+    let addrs = tokio::process::Command::new("nsenter")
+        .args(["--net", "--target", &pid, "ip", "-o", "addr", "show", "dev", "lo"])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&addrs.stdout).contains("169.254.169.254/32"));
+    n.stop().await;
 }
 
 fn usher_crypto_decode(part: &str) -> Vec<u8> {
