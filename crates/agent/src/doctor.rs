@@ -338,3 +338,60 @@ pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
     }
     checks
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use super::*;
+
+    /// A one-shot DNS responder on loopback (a stand-in: the test must not depend on the
+    /// machine's resolver) answering with a compressed-name A record.
+    fn responder(answer: [u8; 4], rcode: u8) -> (IpAddr, std::thread::JoinHandle<()>) {
+        let sock = UdpSocket::bind("127.0.0.1:53")
+            .or_else(|_| UdpSocket::bind("127.0.0.2:53"))
+            .unwrap();
+        let ip = sock.local_addr().unwrap().ip();
+        let h = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            let mut r = buf[..n].to_vec();
+            r[2] = 0x81;
+            r[3] = 0x80 | rcode;
+            r[7] = u8::from(rcode == 0);
+            if rcode == 0 {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&answer);
+            }
+            sock.send_to(&r, from).unwrap();
+        });
+        (ip, h)
+    }
+
+    #[test]
+    fn dns_query_reads_the_answer_and_the_error() {
+        let (ip, h) = responder([10, 1, 2, 3], 0);
+        assert_eq!(
+            dns_query(ip, "usher.example.test").unwrap(),
+            vec![IpAddr::from([10, 1, 2, 3])]
+        );
+        h.join().unwrap();
+        let (ip, h) = responder([0; 4], 3);
+        let e = dns_query(ip, "missing.example.test").unwrap_err();
+        assert!(e.contains("no such name"), "{e}");
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn endpoints_are_under_the_public_url() {
+        let list = endpoints("https://usher.example:8443/", "t1");
+        assert_eq!(list.len(), 4);
+        assert!(
+            list.iter()
+                .all(|(_, u)| u.starts_with("https://usher.example:8443/"))
+        );
+        assert!(
+            list.iter()
+                .any(|(k, u)| *k == "authentication" && u.ends_with("/t1/oauth2/v2.0/token"))
+        );
+    }
+}
