@@ -165,6 +165,9 @@ type IdMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<IdHasher>>;
 pub struct Snapshot {
     roles: HashMap<String, Arc<CompiledRole>>,
     by_principal: IdMap<Vec<Arc<Assignment>>>,
+    /// The same assignments by scope: who may log in to a machine is answered by looking at the
+    /// machine's scope and those above it, not at every assignment.
+    by_scope: HashMap<String, Vec<Arc<Assignment>>>,
     assignment_principal: HashMap<String, String>,
     hierarchy: Hierarchy,
 }
@@ -280,7 +283,12 @@ impl Snapshot {
         let principal = a.principal_id.to_ascii_lowercase();
         self.assignment_principal
             .insert(a.id.to_ascii_lowercase(), principal.clone());
-        self.by_principal.entry(principal).or_default().push(Arc::new(a));
+        let a = Arc::new(a);
+        self.by_scope
+            .entry(a.scope.as_str().to_owned())
+            .or_default()
+            .push(a.clone());
+        self.by_principal.entry(principal).or_default().push(a);
     }
 
     /// Removes an assignment by name.
@@ -289,9 +297,24 @@ impl Snapshot {
         if let Some(p) = self.assignment_principal.remove(&id)
             && let Some(list) = self.by_principal.get_mut(&p)
         {
-            list.retain(|a| a.id.to_ascii_lowercase() != id);
+            let mut scopes = Vec::new();
+            list.retain(|a| {
+                let keep = a.id.to_ascii_lowercase() != id;
+                if !keep {
+                    scopes.push(a.scope.as_str().to_owned());
+                }
+                keep
+            });
             if list.is_empty() {
                 self.by_principal.remove(&p);
+            }
+            for scope in scopes {
+                if let Some(at) = self.by_scope.get_mut(&scope) {
+                    at.retain(|a| a.id.to_ascii_lowercase() != id);
+                    if at.is_empty() {
+                        self.by_scope.remove(&scope);
+                    }
+                }
             }
         }
     }
@@ -311,11 +334,11 @@ impl Snapshot {
     /// assignment gives: (principal id, right, assignment id). Principals may be groups.
     pub fn login_grants(&self, vm: &Scope) -> Vec<(String, LoginRight, String)> {
         let mut out = Vec::new();
-        for list in self.by_principal.values() {
+        for scope in self.scopes_above(vm) {
+            let Some(list) = self.by_scope.get(&scope) else {
+                continue;
+            };
             for a in list {
-                if !self.covers(&a.scope, vm) {
-                    continue;
-                }
                 let Some(role) = self.roles.get(&a.role_id.to_ascii_lowercase()) else {
                     continue;
                 };
@@ -330,6 +353,33 @@ impl Snapshot {
             }
         }
         out.sort();
+        out
+    }
+
+    /// `resource` and every scope above it: its path prefixes at segment boundaries, `/`, and
+    /// the management groups its subscription sits in.
+    fn scopes_above(&self, resource: &Scope) -> Vec<String> {
+        let text = resource.as_str();
+        let mut out = vec!["/".to_owned()];
+        for (i, c) in text.char_indices().skip(1) {
+            if c == '/' {
+                out.push(text[..i].to_owned());
+            }
+        }
+        if text != "/" {
+            out.push(text.to_owned());
+        }
+        let start = match (resource.subscription(), resource.management_group()) {
+            (Some(sub), _) => self.hierarchy.parent(&format!("sub:{sub}")),
+            (None, Some(m)) => self.hierarchy.parent(&format!("mg:{m}")),
+            (None, None) => None,
+        };
+        let mut cur = start;
+        for _ in 0..MAX_MANAGEMENT_GROUP_DEPTH {
+            let Some(mg) = cur else { break };
+            out.push(format!("/providers/microsoft.management/managementgroups/{mg}"));
+            cur = self.hierarchy.parent(&format!("mg:{mg}"));
+        }
         out
     }
 

@@ -186,6 +186,15 @@ fn engine_agrees_with_the_naive_evaluator() {
                 principal_id: principal.clone(),
             });
         }
+        // Some assignments are removed again, so the indexes' removal paths are exercised.
+        let mut assignments = assignments;
+        for _ in 0..g.next(3) {
+            if !assignments.is_empty() {
+                let i = g.next(assignments.len());
+                snap.remove_assignment(&format!("a{i}"));
+                assignments[i].2 = "removed".into();
+            }
+        }
         let principals = naive_groups("user", &edges);
         let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
         for resource in SCOPES {
@@ -228,6 +237,36 @@ fn engine_agrees_with_the_naive_evaluator() {
                 snap.login_decision(&refs, &res).right,
                 want,
                 "case {case}: login on {resource}"
+            );
+            // Everyone with a login right here, per assignment, as the naive evaluator sees it.
+            let mut naive_grants: Vec<(String, LoginRight, String)> = Vec::new();
+            for (i, one) in assignments.iter().enumerate() {
+                if one.2 == "removed" {
+                    continue;
+                }
+                let who = BTreeSet::from([one.2.clone()]);
+                let single = std::slice::from_ref(one);
+                let right = if naive_allows(
+                    &roles,
+                    single,
+                    &who,
+                    resource,
+                    ActionKind::DataAction,
+                    VM_LOGIN_AS_ADMIN,
+                ) {
+                    LoginRight::Admin
+                } else if naive_allows(&roles, single, &who, resource, ActionKind::DataAction, VM_LOGIN) {
+                    LoginRight::User
+                } else {
+                    continue;
+                };
+                naive_grants.push((one.2.clone(), right, format!("a{i}")));
+            }
+            naive_grants.sort();
+            assert_eq!(
+                snap.login_grants(&res),
+                naive_grants,
+                "case {case}: grants on {resource}"
             );
         }
     }
