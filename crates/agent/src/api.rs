@@ -86,13 +86,22 @@ pub struct Api {
     long: reqwest::Client,
     key: SigningKey,
     vm: String,
+    audience: String,
 }
 
 impl Api {
     /// A connection for the machine `vm` (its ARM id) with its key.
-    pub fn new(base: &str, ca_file: &Path, key: SigningKey, vm: &str) -> Result<Self> {
+    /// `audience`: what the server said at join (empty: `<base>/usher/agent`).
+    pub fn new(base: &str, ca_file: &Path, key: SigningKey, vm: &str, audience: &str) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        let audience = if audience.is_empty() {
+            format!("{base}/usher/agent")
+        } else {
+            audience.to_owned()
+        };
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            audience,
+            base,
             http: http_client(ca_file, Duration::from_secs(15))?,
             long: http_client(ca_file, Duration::from_secs(75))?,
             key,
@@ -108,7 +117,7 @@ impl Api {
     fn assertion(&self) -> std::result::Result<String, ApiError> {
         let now = crate::now();
         let claims = json!({
-            "iss": self.vm, "sub": self.vm, "aud": format!("{}/usher/agent", self.base),
+            "iss": self.vm, "sub": self.vm, "aud": self.audience,
             "iat": now, "nbf": now - 5, "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string(),
         });
         self.key

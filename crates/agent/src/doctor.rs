@@ -221,7 +221,6 @@ pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
         Err(e) => checks.push(Check::fail("identity info", e, imds_fix.clone())),
     }
     let resource = usher_core::well_known::DEVICE_REGISTRATION_URI;
-    let mut principal = String::new();
     match get(format!(
         "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
     ))
@@ -233,14 +232,21 @@ pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
                 .and_then(|t| t.split('.').nth(1))
                 .and_then(b64_json)
                 .unwrap_or(Value::Null);
-            principal = claims["oid"].as_str().unwrap_or_default().to_owned();
-            checks.push(Check::pass(
-                "device registration token",
-                format!(
-                    "token for {resource}; oid {principal} (the VM's identity), tid {}",
-                    claims["tid"].as_str().unwrap_or_default()
-                ),
-            ));
+            let oid = claims["oid"].as_str().unwrap_or_default();
+            let tid = claims["tid"].as_str().unwrap_or_default();
+            let identity = b["object_id"].as_str().unwrap_or_default();
+            if !oid.is_empty() && oid == identity && tid == joined.tenant_id {
+                checks.push(Check::pass(
+                    "device registration token",
+                    format!("token for {resource}: oid {oid} is the VM's identity, tid {tid}"),
+                ));
+            } else {
+                checks.push(Check::fail(
+                    "device registration token",
+                    format!("the token's oid '{oid}' / tid '{tid}' are not the VM's identity '{identity}' in tenant {}", joined.tenant_id),
+                    "turn the VM's identity off and on again (usher vm identity assign) and restart the agent",
+                ));
+            }
         }
         Ok((s, b)) => checks.push(Check::fail(
             "device registration token",
@@ -249,7 +255,6 @@ pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
         )),
         Err(e) => checks.push(Check::fail("device registration token", e, imds_fix.clone())),
     }
-    let _ = principal;
     let ca = state.ca_path();
     match crate::api::http_client(&ca, Duration::from_secs(10)) {
         Ok(tls) => {

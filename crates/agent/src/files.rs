@@ -48,19 +48,17 @@ impl Files {
         self.root.join(path.strip_prefix("/").unwrap_or(path))
     }
 
-    /// Writes `f` (backing up a foreign file once). Returns whether anything changed.
+    /// Writes `f`. A file that is not ours is backed up first (the newest such content wins:
+    /// it is what the operator last wanted there). Returns whether anything changed.
     pub fn install(&self, f: &ManagedFile) -> Result<bool> {
         let target = self.target(&f.path);
         let content = format!("{MARKER}\n{}", f.body);
         match fs::read_to_string(&target) {
             Ok(existing) if existing == content => return Ok(false),
             Ok(existing) if !existing.starts_with(MARKER) => {
+                fs::create_dir_all(&self.backups)?;
                 let backup = self.backups.join(backup_name(&f.path));
-                if !backup.exists() {
-                    fs::create_dir_all(&self.backups)?;
-                    fs::copy(&target, &backup)
-                        .with_context(|| format!("cannot back up {}", target.display()))?;
-                }
+                fs::copy(&target, &backup).with_context(|| format!("cannot back up {}", target.display()))?;
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -70,13 +68,23 @@ impl Files {
         Ok(true)
     }
 
-    /// Removes `path` if it is ours, restoring its backup. Returns whether anything changed.
+    /// Takes `path` back: when it is ours (or gone), the backup returns or the file goes; a file
+    /// someone put there since is left alone. Returns whether anything changed.
     pub fn remove(&self, path: &Path) -> Result<bool> {
         let target = self.target(path);
         let backup = self.backups.join(backup_name(path));
-        let ours = fs::read_to_string(&target)
-            .map(|t| t.starts_with(MARKER))
-            .unwrap_or(false);
+        let current = match fs::read_to_string(&target) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", target.display())),
+        };
+        if current.as_ref().is_some_and(|t| !t.starts_with(MARKER)) {
+            // Replaced by someone since: theirs stays; the old backup is no longer wanted.
+            if backup.exists() {
+                fs::remove_file(&backup)?;
+            }
+            return Ok(false);
+        }
         if backup.exists() {
             let saved = fs::read(&backup)?;
             let mode = fs::metadata(&backup)
@@ -86,7 +94,7 @@ impl Files {
             fs::remove_file(&backup)?;
             return Ok(true);
         }
-        if ours {
+        if current.is_some() {
             fs::remove_file(&target).with_context(|| format!("cannot remove {}", target.display()))?;
             return Ok(true);
         }
@@ -129,6 +137,11 @@ mod tests {
             "the original came back"
         );
         assert!(!files.remove(&f.path).unwrap(), "removing again changes nothing");
+        // Someone replaced our file since: theirs is left alone.
+        files.install(&f).unwrap();
+        fs::write(&conf, "# newer, by hand\n").unwrap();
+        assert!(!files.remove(&f.path).unwrap());
+        assert_eq!(fs::read_to_string(&conf).unwrap(), "# newer, by hand\n");
         // A file that was not there is simply removed.
         let new = ManagedFile {
             path: "/etc/usher/login.conf".into(),

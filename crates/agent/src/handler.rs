@@ -64,15 +64,19 @@ pub struct RunLog {
 
 impl RunLog {
     /// Starts the log of a run in `dir`. When the previous run failed, its log is kept as
-    /// `CommandExecution_YYYYMMDDHHMMSSSSS.log` (the time it was last written).
-    pub fn start(dir: &Path, previous_failed: bool) -> Self {
+    /// `CommandExecution_YYYYMMDDHHMMSSSSS.log`: the UTC time that run started, to the
+    /// millisecond (`failed_run_started_ms`; the file's time when it is unknown).
+    pub fn start(dir: &Path, previous_failed: bool, failed_run_started_ms: Option<i64>) -> Self {
         let _ = fs::create_dir_all(dir);
         let current = dir.join(LOG_NAME);
         if previous_failed && let Ok(meta) = fs::metadata(&current) {
-            let stamp = meta
-                .modified()
-                .ok()
-                .map(time::OffsetDateTime::from)
+            let started = failed_run_started_ms
+                .filter(|ms| *ms > 0)
+                .and_then(|ms| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+                })
+                .or_else(|| meta.modified().ok().map(time::OffsetDateTime::from));
+            let stamp = started
                 .map(|t| {
                     format!(
                         "{:04}{:02}{:02}{:02}{:02}{:02}{:03}",
@@ -156,17 +160,43 @@ pub fn hostname(root: &Path) -> String {
     from_proc.map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
-/// Another directory already answering for users (nsswitch `sss`, `winbind`, `ldap`).
+/// Another directory already answering for users: nsswitch `sss`, `winbind` or `ldap` for
+/// users or groups, an SSSD configuration, or Samba joined to Active Directory (SPEC D5).
 pub fn other_directory(root: &Path) -> Option<String> {
-    let text = fs::read_to_string(root.join("etc/nsswitch.conf")).ok()?;
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or_default();
-        if let Some(rest) = line.trim().strip_prefix("passwd:") {
-            for source in rest.split_whitespace() {
-                if matches!(source, "sss" | "winbind" | "ldap") {
-                    return Some(format!("/etc/nsswitch.conf takes users from '{source}'"));
+    if let Ok(text) = fs::read_to_string(root.join("etc/nsswitch.conf")) {
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            for database in ["passwd:", "group:"] {
+                if let Some(rest) = line.strip_prefix(database) {
+                    for source in rest.split_whitespace() {
+                        if matches!(source, "sss" | "winbind" | "ldap") {
+                            return Some(format!(
+                                "/etc/nsswitch.conf takes {} from '{source}'",
+                                database.trim_end_matches(':')
+                            ));
+                        }
+                    }
                 }
             }
+        }
+    }
+    if root.join("etc/sssd/sssd.conf").exists() {
+        return Some("SSSD is configured (/etc/sssd/sssd.conf): the machine is joined to a directory through realmd/SSSD".into());
+    }
+    if let Ok(smb) = fs::read_to_string(root.join("etc/samba/smb.conf")) {
+        let ads = smb.lines().any(|l| {
+            let l = l
+                .split(['#', ';'])
+                .next()
+                .unwrap_or_default()
+                .replace(' ', "")
+                .to_ascii_lowercase();
+            l == "security=ads"
+        });
+        if ads {
+            return Some(
+                "Samba is joined to Active Directory (security = ads in /etc/samba/smb.conf)".into(),
+            );
         }
     }
     None
@@ -339,7 +369,7 @@ impl Machine<'_> {
             }
         }
         if changed {
-            reload_sshd(log);
+            tokio::task::block_in_place(|| reload_sshd(log));
         }
         let m = format!(
             "Joined tenant {} as device '{host}' ({device_id}); login configuration in place.",
@@ -378,7 +408,7 @@ impl Machine<'_> {
             }
         }
         if changed {
-            reload_sshd(log);
+            tokio::task::block_in_place(|| reload_sshd(log));
         }
         Outcome::ok("The machine left the directory; its files are restored.")
     }
@@ -411,15 +441,30 @@ mod tests {
         assert!(other_directory(tmp.path()).is_none());
         fs::write(tmp.path().join("etc/nsswitch.conf"), "passwd:   files sss\n").unwrap();
         assert!(other_directory(tmp.path()).unwrap().contains("sss"));
+        fs::write(
+            tmp.path().join("etc/nsswitch.conf"),
+            "passwd: files\ngroup: files winbind\n",
+        )
+        .unwrap();
+        assert!(other_directory(tmp.path()).unwrap().contains("group"));
+        fs::write(tmp.path().join("etc/nsswitch.conf"), "passwd: files\n").unwrap();
+        fs::create_dir_all(tmp.path().join("etc/samba")).unwrap();
+        fs::write(
+            tmp.path().join("etc/samba/smb.conf"),
+            "[global]\n   security = ADS\n",
+        )
+        .unwrap();
+        assert!(other_directory(tmp.path()).unwrap().contains("Samba"));
     }
 
     #[test]
     fn failed_logs_are_kept_with_a_time_stamp() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut first = RunLog::start(tmp.path(), false);
+        let mut first = RunLog::start(tmp.path(), false, None);
         first.line("failed run");
         drop(first);
-        let mut second = RunLog::start(tmp.path(), true);
+        // 2026-11-25T16:00:00.123Z
+        let mut second = RunLog::start(tmp.path(), true, Some(1_795_622_400_123));
         second.line("second run");
         drop(second);
         let names: Vec<String> = fs::read_dir(tmp.path())
@@ -444,7 +489,7 @@ mod tests {
                 .contains("second run")
         );
         // A run after a success overwrites.
-        drop(RunLog::start(tmp.path(), false));
+        drop(RunLog::start(tmp.path(), false, None));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
     }
 }

@@ -139,9 +139,19 @@ impl Imds {
         {
             return Ok(v.clone());
         }
-        let v = self.api.config().await?;
-        *self.config.write().await = Some((v.clone(), Instant::now()));
-        Ok(v)
+        match self.api.config().await {
+            Ok(v) => {
+                *self.config.write().await = Some((v.clone(), Instant::now()));
+                Ok(v)
+            }
+            // The server is away: what it said last still names the identity, so cached tokens
+            // keep being served until they expire.
+            Err(e) if e.status == 0 || e.status >= 500 => match self.config.read().await.as_ref() {
+                Some((v, _)) => Ok(v.clone()),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -399,7 +409,12 @@ async fn token_common(
         );
     }
     let bypass = q.get("bypass_cache").is_some_and(|v| v == "true");
-    let key = resource.trim_end_matches('/').to_ascii_lowercase();
+    // Keyed by the identity too: turning it off and on again must not serve the old one's tokens.
+    let key = format!(
+        "{}|{}",
+        identity["principalId"].as_str().unwrap_or_default(),
+        resource.trim_end_matches('/').to_ascii_lowercase()
+    );
     if !bypass
         && let Ok(cache) = imds.tokens.lock()
         && let Some(t) = cache.get(&key)

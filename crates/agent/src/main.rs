@@ -26,6 +26,11 @@ pub fn now() -> i64 {
     usher_core::Clock::now_unix(&usher_core::SystemClock)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "usher-agent",
@@ -100,10 +105,10 @@ async fn join(state: &StateDir, server: &str, ca_file: &Path, token: &str) -> Re
         let login = status
             .extensions
             .values()
-            .any(|e| e.handler == usher_proto::compute::LINUX_LOGIN_CANONICAL && e.state == "Succeeded");
-        if login {
+            .any(|e| e.handler == usher_proto::compute::LINUX_LOGIN_CANONICAL && e.state != "Removed");
+        if login || status.device_id.is_some() {
             bail!(
-                "this machine is joined to tenant {} (VM {}) and its login extension is installed; remove the extension (usher vm extension delete) before joining it elsewhere",
+                "this machine is joined to tenant {} (VM {}) and its login extension is installed or its device registered; remove the extension (usher vm extension delete) before joining it elsewhere",
                 j.tenant_id,
                 j.vm_resource_id
             );
@@ -112,12 +117,22 @@ async fn join(state: &StateDir, server: &str, ca_file: &Path, token: &str) -> Re
     let host = hostname();
     let key = usher_crypto::jwt::SigningKey::generate("machine")
         .map_err(|e| anyhow::anyhow!("cannot create the machine key: {e}"))?;
-    let config = api::join(server, ca_file, token, &key, &host).await?;
-    state::write_atomic(&state.key_path(), key.pkcs8(), 0o600)?;
+    // The key is on disk before the token is spent: a failed write cannot waste the token.
+    let pending = state.key_path().with_extension("pending");
+    state::write_atomic(&pending, key.pkcs8(), 0o600)?;
+    let config = match api::join(server, ca_file, token, &key, &host).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pending);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&pending, state.key_path()).context("cannot put the machine key in place")?;
     let ca = std::fs::read(ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
     state::write_atomic(&state.ca_path(), &ca, 0o644)?;
     let joined = Joined {
         server: server.trim_end_matches('/').to_owned(),
+        audience: config["agentAudience"].as_str().unwrap_or_default().to_owned(),
         tenant_id: config["tenantId"].as_str().unwrap_or_default().to_owned(),
         vm_resource_id: config["vmResourceId"].as_str().unwrap_or_default().to_owned(),
         vm_id: config["vmId"].as_str().unwrap_or_default().to_owned(),
@@ -163,12 +178,24 @@ async fn main_async(cli: Cli) -> Result<ExitCode> {
             arc_address,
         } => {
             let state = StateDir::open(&state_path)?;
-            let imds = imds_address
-                .or_else(|| config.imds_address.clone())
-                .unwrap_or_else(|| config::DEFAULT_IMDS_ADDRESS.to_owned());
             let arc = arc_address
                 .or_else(|| config.arc_address.clone())
                 .unwrap_or_else(|| "off".to_owned());
+            // With the Arc-style endpoint on, plain IMDS (which anyone on the machine may call)
+            // is off unless asked for explicitly: the challenge is the point.
+            let default_imds = if config::address(&arc)?.is_some() {
+                "off"
+            } else {
+                config::DEFAULT_IMDS_ADDRESS
+            };
+            let imds = imds_address
+                .or_else(|| config.imds_address.clone())
+                .unwrap_or_else(|| default_imds.to_owned());
+            if config::address(&imds)?.is_some() && config::address(&arc)?.is_some() {
+                tracing::warn!(
+                    "plain IMDS and the Arc-style endpoint both serve the identity: any process on this machine can take it through IMDS"
+                );
+            }
             run::run(
                 state,
                 config.clone(),

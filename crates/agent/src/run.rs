@@ -85,6 +85,7 @@ pub async fn run(
         &state.ca_path(),
         key,
         &joined.vm_resource_id,
+        &joined.audience,
     )?);
     let arc = match arc_address {
         Some(_) => Some(arc_secret()?),
@@ -126,7 +127,18 @@ pub async fn extension_loop(api: Arc<Api>, state: StateDir, config: AgentConfig)
     let mut known = String::new();
     let mut backoff = 1u64;
     loop {
-        match api.extensions(&known, POLL_WAIT_SECS).await {
+        // A report the server has not received yet is sent again soon, not after a long poll.
+        let pending = state
+            .status()
+            .map(|s| s.extensions.values().any(|e| !e.reported))
+            .unwrap_or(false);
+        let (ask, wait) = if pending {
+            tokio::time::sleep(Duration::from_secs(backoff.min(5))).await;
+            (String::new(), 0)
+        } else {
+            (known.clone(), POLL_WAIT_SECS)
+        };
+        match api.extensions(&ask, wait).await {
             Ok(v) => {
                 backoff = 1;
                 known = v["fingerprint"].as_str().unwrap_or_default().to_owned();
@@ -199,7 +211,8 @@ pub async fn apply(api: &Api, state: &StateDir, config: &AgentConfig, desired: &
         let handler_name = canonical(ext);
         let dir = state.extension_dir(&handler_name);
         let previous_failed = handled.as_ref().is_some_and(|h| h.state == "Failed");
-        let mut log = RunLog::start(&dir, previous_failed);
+        let started_ms = crate::now_ms();
+        let mut log = RunLog::start(&dir, previous_failed, handled.as_ref().map(|h| h.started_ms));
         let (state_text, outcome, device) =
             if ext["handler"].as_str() != Some(usher_proto::compute::LINUX_LOGIN_CANONICAL) {
                 let m = format!("usher's agent does not run the extension {handler_name}.");
@@ -209,6 +222,17 @@ pub async fn apply(api: &Api, state: &StateDir, config: &AgentConfig, desired: &
                     handler::Outcome {
                         exit_code: handler::EXIT_FAILED,
                         message: m,
+                    },
+                    None,
+                )
+            } else if provisioning == "Deleting" && ext["handlerOsType"].as_str() == Some("Windows") {
+                // The Windows handler never installs anything on Linux: nothing to take back.
+                log.line("Nothing to remove: this instance never ran on this machine.");
+                (
+                    "Removed",
+                    handler::Outcome {
+                        exit_code: 0,
+                        message: "Nothing to remove.".into(),
                     },
                     None,
                 )
@@ -238,6 +262,7 @@ pub async fn apply(api: &Api, state: &StateDir, config: &AgentConfig, desired: &
             code: outcome.exit_code,
             message: outcome.message.clone(),
             time: crate::now(),
+            started_ms,
             reported: false,
         };
         status.extensions.insert(name.clone(), entry.clone());
@@ -260,19 +285,36 @@ pub async fn apply(api: &Api, state: &StateDir, config: &AgentConfig, desired: &
         .cloned()
         .collect();
     for name in gone {
-        if let Some(h) = status.extensions.remove(&name)
-            && h.state == "Succeeded"
-            && h.handler == usher_proto::compute::LINUX_LOGIN_CANONICAL
-        {
-            let mut log = RunLog::start(&state.extension_dir(&h.handler), false);
+        let Some(h) = status.extensions.get(&name).cloned() else {
+            continue;
+        };
+        // Whatever the last run left (a device, files), it goes: the entry stays until it has.
+        let installed_something = h.handler == usher_proto::compute::LINUX_LOGIN_CANONICAL
+            && h.kind
+                != format!(
+                    "{}.{}",
+                    usher_proto::compute::AZURE_LOGIN_EXTENSION_PUBLISHER,
+                    usher_proto::compute::WINDOWS_LOGIN_EXTENSION
+                )
+            && (h.state == "Succeeded" || status.device_id.is_some() || h.state == "Failed");
+        if installed_something {
+            let mut log = RunLog::start(
+                &state.extension_dir(&h.handler),
+                h.state == "Failed",
+                Some(h.started_ms),
+            );
             let o = machine.uninstall(&mut log).await;
             tracing::info!(
                 extension = name,
                 code = o.exit_code,
                 "removed an extension the server no longer lists"
             );
+            if o.exit_code != 0 {
+                continue;
+            }
             status.device_id = None;
         }
+        status.extensions.remove(&name);
     }
     state.save_status(&status)?;
     Ok(())

@@ -18,8 +18,11 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/usher";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Joined {
-    /// The server's public URL.
+    /// The server's URL as given at join.
     pub server: String,
+    /// The audience the server expects of the machine's assertions (its public URL's agent path).
+    #[serde(default)]
+    pub audience: String,
     /// The tenant.
     pub tenant_id: String,
     /// The VM's ARM id.
@@ -52,6 +55,9 @@ pub struct ExtensionState {
     pub message: String,
     /// When (unix seconds).
     pub time: i64,
+    /// When the run started (unix milliseconds; names its log if it failed).
+    #[serde(default)]
+    pub started_ms: i64,
     /// Whether the server has the report.
     #[serde(default)]
     pub reported: bool,
@@ -82,10 +88,25 @@ pub struct StateDir {
 impl StateDir {
     /// Opens (creating, mode 0700) the directory.
     pub fn open(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root)
-            .with_context(|| format!("cannot create the state directory {}", root.display()))?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", root.display()))?;
+        match fs::metadata(root) {
+            Ok(meta) => {
+                // An existing directory is never re-permissioned (a mistyped path such as
+                // /var/lib must not change): it must already be private.
+                if meta.permissions().mode() & 0o077 != 0 {
+                    anyhow::bail!(
+                        "the state directory {} is open to other users (mode {:o}); use a directory of its own with mode 0700",
+                        root.display(),
+                        meta.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Err(_) => {
+                fs::create_dir_all(root)
+                    .with_context(|| format!("cannot create the state directory {}", root.display()))?;
+                fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("cannot restrict {}", root.display()))?;
+            }
+        }
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -188,6 +209,19 @@ mod tests {
     fn files_are_private_and_atomic() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::open(&tmp.path().join("state")).unwrap();
+        assert!(
+            StateDir::open(tmp.path()).is_err()
+                || fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o077 == 0
+        );
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            StateDir::open(tmp.path()).is_err(),
+            "an existing directory open to others is refused, not changed"
+        );
+        assert_eq!(
+            fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
         assert_eq!(
             fs::metadata(tmp.path().join("state"))
                 .unwrap()

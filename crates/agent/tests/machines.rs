@@ -259,6 +259,10 @@ async fn terminal(s: &TestServer, admin: &str, vm: &str, kind: &str) -> Value {
     }
 }
 
+async fn status_json_device(m: &Machine) -> String {
+    m.status().await["DeviceId"].as_str().unwrap().to_owned()
+}
+
 fn status_of(e: &Value) -> (String, String) {
     let st = &e["properties"]["instanceView"]["statuses"][0];
     (
@@ -447,6 +451,20 @@ async fn join_extension_duplicate_hostname_and_removal() {
         )
         .await;
     assert_eq!((st, own["decision"].clone()), (200, json!("deny")), "{own}");
+    let device = status_json_device(&a).await;
+    let (st, by_device) = s
+        .api(
+            "GET",
+            &format!("/usher/loginCheck?principal=admin@contoso.test&machine={device}"),
+            &mi,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, by_device["decision"].clone()),
+        (200, json!("deny")),
+        "the machine named by its device id: {by_device}"
+    );
     let (st, other) = s
         .api(
             "GET",
@@ -558,7 +576,35 @@ async fn the_seed_failure_codes() {
         out.contains("FAIL  identity info") && out.contains("usher vm identity assign"),
         "{out}"
     );
-    // The Windows extension on Linux: exit code 51.
+    // The Windows extension on Linux: exit code 51. (One extension per handler: the failed
+    // Linux one is deleted first; the agent takes back what it left.)
+    let (st, _) = s
+        .api(
+            "DELETE",
+            &format!("{noid}/extensions/AADSSHLoginForLinux"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s
+        .api(
+            "GET",
+            &format!("{noid}/extensions/AADSSHLoginForLinux"),
+            &admin,
+            None,
+        )
+        .await
+        .0
+        != 404
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failed extension was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     set_extension(
         &s,
         &admin,
@@ -617,6 +663,30 @@ async fn the_seed_failure_codes() {
     )
     .unwrap();
     assert!(log.contains("not supported"), "{log}");
+
+    // Another directory already provides users: 52, naming it.
+    let mut h = Machine::new("sssd1", DEBIAN12);
+    std::fs::write(h.etc("nsswitch.conf"), "passwd: files sss\ngroup: files sss\n").unwrap();
+    let (sssd1, _) = vm(&s, &admin, &rg, "sssd1", true).await;
+    // A token issued again replaces the last one.
+    let (st, t1) = s
+        .api("POST", &format!("{sssd1}/onboardingToken"), &admin, None)
+        .await;
+    assert_eq!(st, 200);
+    let (_, t2) = s
+        .api("POST", &format!("{sssd1}/onboardingToken"), &admin, None)
+        .await;
+    let (code, _, err) = h.join(&s, t1["onboardingToken"].as_str().unwrap()).await;
+    assert_eq!(code, 1, "a replaced token is refused");
+    assert!(err.contains("already used or it expired"), "{err}");
+    assert_eq!(h.join(&s, t2["onboardingToken"].as_str().unwrap()).await.0, 0);
+    h.start(&[]);
+    set_extension(&s, &admin, &sssd1, "Usher.Identity", "LoginForLinux", None).await;
+    let e = terminal(&s, &admin, &sssd1, "LoginForLinux").await;
+    let (code, message) = status_of(&e);
+    assert_eq!(code, "ProvisioningState/failed/52", "{e}");
+    assert!(message.contains("'sss'"), "{message}");
+    h.stop().await;
 
     // A used or expired token is refused clearly; garbage too.
     let g = Machine::new("late", DEBIAN12);
@@ -750,6 +820,47 @@ async fn imds_shapes_rules_and_tokens_the_server_accepts() {
         .await;
     assert_eq!(again["access_token"], mgmt["access_token"]);
 
+    // Calls that reach the server are limited per machine (20/s, 5 at once): a burst gets 429s.
+    let burst_started = Instant::now();
+    let burst: Vec<_> = (0..40)
+        .map(|_| {
+            let path = format!(
+                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}&bypass_cache=true",
+                s.url
+            );
+            let port = m.imds_port;
+            tokio::spawn(async move { imds_get(port, &path, &[("Metadata", "true")]).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for h in burst {
+        let (st, body, _) = h.await.unwrap();
+        if st == 429 {
+            assert_eq!(body["error"], "too_many_requests", "{body}");
+        }
+        statuses.push(st);
+    }
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?} in {:?}",
+        burst_started.elapsed()
+    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    // Cache hits are not limited.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..50 {
+        let (st, _, _) = m
+            .imds(
+                &format!(
+                    "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+                    s.url
+                ),
+                &[("Metadata", "true")],
+            )
+            .await;
+        assert_eq!(st, 200);
+    }
+
     // The Arc-style endpoint challenges first, then accepts the root-only file's content.
     let (st, _, headers) = imds_get(
         arc_port,
@@ -804,7 +915,7 @@ async fn imds_shapes_rules_and_tokens_the_server_accepts() {
 
     // The real Azure SDK (azure-identity from PyPI) on the machine, both ways.
     let python = std::env::var("USHER_TEST_PYTHON")
-        .expect("USHER_TEST_PYTHON names a Python with azure-identity (scripts/install-deps.sh sets it up)");
+        .expect("USHER_TEST_PYTHON names a Python with azure-identity (scripts/python-deps.sh sets it up; scripts/test.sh runs it)");
     let script = format!(
         "from azure.identity import ManagedIdentityCredential as M\nt = M().get_token('{}/.default')\nprint(t.token)\n",
         s.url

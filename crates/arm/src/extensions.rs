@@ -201,17 +201,8 @@ pub(crate) async fn instance_views(arm: &Arm, vm_scope: &Scope) -> ArmResult<Vec
 
 async fn load_all(arm: &Arm, vm_scope: &Scope) -> ArmResult<Vec<(Record, StoredExtension)>> {
     let prefix = format!("{}/extensions/", vm_scope.as_str());
-    let now = arm.dir.clock().now_unix();
     let mut out = Vec::new();
-    for rec in arm
-        .dir
-        .store()
-        .list(kinds::VM_EXTENSION, Some(&prefix), 1000, now)
-        .await?
-    {
-        if !rec.id.starts_with(&prefix) {
-            break;
-        }
+    for rec in crate::list_all(&arm.dir, kinds::VM_EXTENSION, &prefix).await? {
         let e: StoredExtension = rec.decode()?;
         out.push((rec, e));
     }
@@ -419,6 +410,23 @@ impl Arm {
         let key = extension_key(&scope, name);
         let now = self.dir.clock().now_unix();
         let existing = self.dir.store().get(kinds::VM_EXTENSION, &key, now).await?;
+        if existing.is_none() {
+            // One instance per handler on a VM (Azure's rule too): aliases run the same handler.
+            for (_, other) in load_all(self, &scope).await? {
+                let same = compute::extension_type(&other.publisher, &other.type_name)
+                    .is_some_and(|t| t.canonical == known.canonical);
+                if same {
+                    return Err(ArmError::new(
+                        409,
+                        "OperationNotAllowed",
+                        format!(
+                            "Multiple VMExtensions per handler not supported: extension '{}' ({}.{}) already runs the handler {} on this VM; update or delete it instead.",
+                            other.name, other.publisher, other.type_name, known.canonical
+                        ),
+                    ));
+                }
+            }
+        }
         let seal = |p: &Value| -> ArmResult<String> {
             self.dir
                 .sealing()
@@ -435,6 +443,16 @@ impl Arm {
         let (created, rec_ext) = match existing {
             Some(mut rec) => {
                 let mut e: StoredExtension = rec.decode()?;
+                if e.provisioning_state == "Deleting" {
+                    return Err(ArmError::new(
+                        409,
+                        "OperationNotAllowed",
+                        format!(
+                            "Extension '{}' is being deleted; set it again once the machine has removed it.",
+                            e.name
+                        ),
+                    ));
+                }
                 if !e.publisher.eq_ignore_ascii_case(publisher)
                     || !e.type_name.eq_ignore_ascii_case(type_name)
                 {
@@ -501,7 +519,10 @@ impl Arm {
                     sealed_protected_settings: protected.map(seal).transpose()?,
                     force_update_tag,
                     provisioning_state: "Creating".into(),
-                    generation: 1,
+                    // Generations start at the creation time (ms), so an extension deleted and
+                    // set again never reuses a generation an agent may still report on.
+                    generation: u64::try_from(self.dir.clock().now_unix()).unwrap_or(0) * 1000
+                        + self.dir.rng().range(0, 999),
                     reported_generation: None,
                     status: None,
                     operation_id: self.dir.new_id(),
@@ -516,6 +537,14 @@ impl Arm {
                         }
                         other => other.into(),
                     })?;
+                if self
+                    .load_vm(&scope)
+                    .await?
+                    .is_none_or(|(_, now_vm)| now_vm.vm_id != vm.vm_id)
+                {
+                    self.dir.store().delete(kinds::VM_EXTENSION, &key, None).await?;
+                    return Err(Self::vm_not_found(rg, vm_name));
+                }
                 (true, e)
             }
         };
@@ -740,15 +769,33 @@ impl Arm {
         if e.generation != generation {
             return Ok(false);
         }
+        // Removal is the answer to a delete only, and a delete is answered only by removal (or
+        // a failure to remove).
+        let deleting = e.provisioning_state == "Deleting";
+        let fits = match &outcome {
+            ExtensionOutcome::Removed => deleting,
+            ExtensionOutcome::Succeeded { .. } => !deleting,
+            ExtensionOutcome::Failed { .. } => true,
+        };
+        if !fits {
+            return Ok(false);
+        }
         let operation_id = e.operation_id.clone();
         match outcome {
             ExtensionOutcome::Removed => {
-                self.dir
+                return match self
+                    .dir
                     .store()
                     .delete(kinds::VM_EXTENSION, &key, Some(rec.version))
-                    .await?;
-                self.finish_operation(&operation_id, "Succeeded").await?;
-                return Ok(true);
+                    .await
+                {
+                    Ok(_) => {
+                        self.finish_operation(&operation_id, "Succeeded").await?;
+                        Ok(true)
+                    }
+                    Err(StoreError::Conflict { .. }) => Ok(false),
+                    Err(err) => Err(err.into()),
+                };
             }
             ExtensionOutcome::Succeeded { message } => {
                 e.provisioning_state = "Succeeded".into();
@@ -783,6 +830,19 @@ impl Arm {
             Err(StoreError::Conflict { .. }) => Ok(false),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// What a VM's agent is asked to run, with generations (`vm_id`: its ARM id). For
+    /// administrators' diagnostics and tests; agents get the same through their own API.
+    pub async fn desired_extensions(&self, vm_id: &str) -> ArmResult<Vec<Value>> {
+        let scope = Scope::parse(vm_id).map_err(|_| {
+            ArmError::new(
+                400,
+                "InvalidMachine",
+                format!("'{vm_id}' is not a VM's resource id."),
+            )
+        })?;
+        desired(self, &scope).await
     }
 
     /// Records an operation's final status, so it stays readable after later changes.

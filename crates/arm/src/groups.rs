@@ -52,16 +52,10 @@ impl Arm {
 
     /// Subscriptions the caller holds any role in (at, above or below the subscription).
     pub async fn list_subscriptions(&self, caller: &str) -> ArmResult<Vec<Value>> {
-        let now = self.dir.clock().now_unix();
         let principals = self.principals_of(caller).await?;
         let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        for rec in self
-            .dir
-            .store()
-            .list(kinds::SUBSCRIPTION, None, 1000, now)
-            .await?
-        {
+        for rec in crate::list_all(&self.dir, kinds::SUBSCRIPTION, "").await? {
             let scope =
                 Scope::parse(&format!("/subscriptions/{}", rec.id)).map_err(|_| ArmError::internal())?;
             if self.snapshot()?.has_any_role_around(&refs, &scope) {
@@ -241,18 +235,9 @@ impl Arm {
         self.subscription_record(sub).await?;
         let principals = self.principals_of(caller).await?;
         let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
-        let now = self.dir.clock().now_unix();
         let prefix = format!("/subscriptions/{}/resourcegroups/", sub.to_ascii_lowercase());
         let mut out = Vec::new();
-        for rec in self
-            .dir
-            .store()
-            .list(kinds::RESOURCE_GROUP, Some(&prefix), 5000, now)
-            .await?
-        {
-            if !rec.id.starts_with(&prefix) {
-                break;
-            }
+        for rec in crate::list_all(&self.dir, kinds::RESOURCE_GROUP, &prefix).await? {
             let scope = Scope::parse(&rec.id).map_err(|_| ArmError::internal())?;
             let readable = self
                 .snapshot()?
@@ -310,12 +295,13 @@ impl Arm {
             .delete(kinds::RESOURCE_GROUP, scope.as_str(), None)
             .await?;
         if existed {
+            let assignments = self.remove_assignments_under(&scope).await?;
             self.audit(
                 caller,
                 "Delete resource group",
                 "ResourceManagement",
                 (scope.as_str(), name, "ResourceGroup"),
-                json!({"virtualMachines": removed}),
+                json!({"virtualMachines": removed, "roleAssignmentsRemoved": assignments}),
             )
             .await?;
         }

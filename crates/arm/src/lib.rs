@@ -27,6 +27,32 @@ pub use vms::VmPut;
 /// Result of resource-manager operations.
 pub type ArmResult<T> = Result<T, ArmError>;
 
+/// Every record of `kind` whose id starts with `prefix`, page by page (nothing is cut off).
+pub(crate) async fn list_all(
+    dir: &Directory,
+    kind: &str,
+    prefix: &str,
+) -> ArmResult<Vec<usher_store::Record>> {
+    const PAGE: usize = 1000;
+    let now = dir.clock().now_unix();
+    let mut out = Vec::new();
+    let mut after: Option<String> = (!prefix.is_empty()).then(|| prefix.to_owned());
+    loop {
+        let page = dir.store().list(kind, after.as_deref(), PAGE, now).await?;
+        let full = page.len() == PAGE;
+        for rec in page {
+            if !rec.id.starts_with(prefix) {
+                return Ok(out);
+            }
+            after = Some(rec.id.clone());
+            out.push(rec);
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
 /// Record kinds of the resource manager.
 pub mod kinds {
     /// Subscriptions.

@@ -31,6 +31,20 @@ fn machine_scope(machine: &str) -> ArmResult<Scope> {
 pub const LOGIN_CHECK_READ: &str = "Microsoft.Authorization/roleAssignments/read";
 
 impl Arm {
+    /// A machine named by its ARM id or by its device id.
+    async fn resolve_machine(&self, machine: &str) -> ArmResult<Scope> {
+        if uuid::Uuid::parse_str(machine.trim()).is_ok() {
+            return self.vm_of_device(machine.trim()).await?.ok_or_else(|| {
+                ArmError::new(
+                    404,
+                    "DeviceNotFound",
+                    format!("No joined machine has the device id '{machine}'."),
+                )
+            });
+        }
+        machine_scope(machine)
+    }
+
     /// A machine's own identity may ask about itself; anyone else needs `roleAssignments/read`
     /// at the machine. A machine asking about another machine is refused like anyone without
     /// the right.
@@ -45,7 +59,7 @@ impl Arm {
     /// The caller needs `roleAssignments/read` at the machine (machines asking about themselves
     /// come with their identities).
     pub async fn login_check(&self, caller: &str, principal: &str, machine: &str) -> ArmResult<Value> {
-        let scope = machine_scope(machine)?;
+        let scope = self.resolve_machine(machine).await?;
         self.authorize_login_read(caller, &scope).await?;
         let object = if principal.contains('@') {
             self.dir
@@ -104,7 +118,7 @@ impl Arm {
     /// Everyone who may log in to the machine, with the best right each has (groups expanded to
     /// their enabled users and service principals, transitively). The agent caches this.
     pub async fn machine_logins(&self, caller: &str, machine: &str) -> ArmResult<Value> {
-        let scope = machine_scope(machine)?;
+        let scope = self.resolve_machine(machine).await?;
         self.authorize_login_read(caller, &scope).await?;
         let grants = self.snapshot()?.login_grants(&scope);
         let mut best: std::collections::BTreeMap<String, (LoginRight, Option<String>, Vec<String>)> =

@@ -24,6 +24,9 @@ const JOIN_TOKEN_PREFIX: &str = "usher-join-";
 #[serde(rename_all = "camelCase")]
 struct StoredJoinToken {
     vm_scope: String,
+    /// The VM's `vmId`: a VM deleted and created again under the same name is another VM.
+    #[serde(default)]
+    vm_id: String,
     issued_by: String,
 }
 
@@ -105,13 +108,18 @@ fn unverified_claims(token: &str) -> Option<Value> {
     serde_json::from_slice(&usher_crypto::b64url_decode(payload).ok()?).ok()
 }
 
-/// Host names the directory accepts as device names.
+/// Host names the directory accepts as device names: DNS names (labels of 1-63 letters, digits
+/// and hyphens, at most 253 characters).
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
-        && h.len() <= 63
-        && !h.starts_with('-')
-        && !h.ends_with('-')
-        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 impl Arm {
@@ -119,7 +127,8 @@ impl Arm {
     pub async fn onboarding_token(&self, caller: &str, sub: &str, rg: &str, name: &str) -> ArmResult<Value> {
         let scope = Self::vm_scope(sub, rg, name)?;
         self.authorize(caller, &scope, vm_actions::WRITE).await?;
-        self.load_vm(&scope)
+        let (_, vm) = self
+            .load_vm(&scope)
             .await?
             .ok_or_else(|| Self::vm_not_found(rg, name))?;
         let store = self.dir.store();
@@ -133,6 +142,7 @@ impl Arm {
         );
         let stored = StoredJoinToken {
             vm_scope: scope.as_str().to_owned(),
+            vm_id: vm.vm_id.clone(),
             issued_by: caller.to_owned(),
         };
         let expires = now + JOIN_TOKEN_TTL_SECS;
@@ -206,6 +216,7 @@ impl Arm {
         let (_, vm) = self
             .load_vm(&scope)
             .await?
+            .filter(|(_, vm)| vm.vm_id == token.vm_id)
             .ok_or_else(|| join_refused("The VM this token was issued for no longer exists."))?;
         let machine = StoredMachine {
             vm_scope: scope.as_str().to_owned(),
@@ -384,8 +395,8 @@ impl Arm {
                 409,
                 "HostnameDuplicate",
                 format!(
-                    "A device named '{}' is already registered in this directory (for {}). Device names are host names and must be unique: rename this machine (hostnamectl set-hostname NEW-NAME) and run the extension again, or delete the stale device (usher ad device delete --id {}).",
-                    d.display_name, d.vm_scope, d.id
+                    "A device named '{}' is already registered in this directory. Device names are host names and must be unique: rename this machine (hostnamectl set-hostname NEW-NAME) and run the extension again, or have an administrator delete the stale device {} (DELETE /v1.0/devices/{}).",
+                    d.display_name, d.id, d.id
                 ),
             ));
         }
@@ -430,6 +441,17 @@ impl Arm {
     pub async fn unregister_device(&self, m: &Machine) -> ArmResult<bool> {
         let removed = self.remove_device_of(&m.record).await?;
         self.set_machine_device(&m.scope, None).await?;
+        if removed {
+            let id = m.record.device_id.clone().unwrap_or_default();
+            self.audit(
+                m.identity().unwrap_or(&id),
+                "Unregister device",
+                "Device",
+                (&id, &m.record.hostname, "Device"),
+                json!({"vm": m.vm_id()}),
+            )
+            .await?;
+        }
         Ok(removed)
     }
 
@@ -476,9 +498,20 @@ impl Arm {
         )
     }
 
-    /// Forgets a VM's machine and its device (the VM is being deleted).
+    /// Forgets a VM's machine, its device and its join token (the VM is being deleted).
     pub(crate) async fn forget_machine(&self, scope: &Scope) -> ArmResult<()> {
         let now = self.dir.clock().now_unix();
+        if let Some(token) = self
+            .dir
+            .store()
+            .get_by_key(kinds::JOIN_TOKEN, scope.as_str(), now)
+            .await?
+        {
+            self.dir
+                .store()
+                .delete(kinds::JOIN_TOKEN, &token.id, None)
+                .await?;
+        }
         if let Some(rec) = self.dir.store().get(kinds::MACHINE, scope.as_str(), now).await? {
             let m: StoredMachine = rec.decode()?;
             self.remove_device_of(&m).await?;
@@ -492,9 +525,8 @@ impl Arm {
 
     /// Devices (Graph's `device` shape), for administrators.
     pub async fn list_devices(&self) -> ArmResult<Vec<Value>> {
-        let now = self.dir.clock().now_unix();
         let mut out = Vec::new();
-        for rec in self.dir.store().list(kinds::DEVICE, None, 5000, now).await? {
+        for rec in crate::list_all(&self.dir, kinds::DEVICE, "").await? {
             let d: StoredDevice = rec.decode()?;
             out.push(json!({
                 "id": d.id, "deviceId": d.id, "displayName": d.display_name,
@@ -507,13 +539,46 @@ impl Arm {
         Ok(out)
     }
 
-    /// Deletes a stale device (frees its name).
-    pub async fn delete_device(&self, id: &str) -> ArmResult<bool> {
-        Ok(self
-            .dir
-            .store()
-            .delete(kinds::DEVICE, &id.to_ascii_lowercase(), None)
-            .await?)
+    /// Deletes a stale device (frees its name); its machine forgets it.
+    pub async fn delete_device(&self, caller: &str, id: &str) -> ArmResult<bool> {
+        let now = self.dir.clock().now_unix();
+        let key = id.to_ascii_lowercase();
+        let Some(rec) = self.dir.store().get(kinds::DEVICE, &key, now).await? else {
+            return Ok(false);
+        };
+        let d: StoredDevice = rec.decode()?;
+        self.dir.store().delete(kinds::DEVICE, &key, None).await?;
+        if let Ok(scope) = Scope::parse(&d.vm_scope) {
+            self.set_machine_device(&scope, None).await?;
+        }
+        self.audit(
+            caller,
+            "Delete device",
+            "Device",
+            (&d.id, &d.display_name, "Device"),
+            json!({"vm": d.vm_scope}),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// The VM of a device (login checks name machines by device id too).
+    pub(crate) async fn vm_of_device(&self, device_id: &str) -> ArmResult<Option<Scope>> {
+        let now = self.dir.clock().now_unix();
+        Ok(
+            match self
+                .dir
+                .store()
+                .get(kinds::DEVICE, &device_id.to_ascii_lowercase(), now)
+                .await?
+            {
+                Some(rec) => {
+                    let d: StoredDevice = rec.decode()?;
+                    Scope::parse(&d.vm_scope).ok()
+                }
+                None => None,
+            },
+        )
     }
 
     /// The desired extensions of a machine's VM, with protected settings opened for the agent.

@@ -75,10 +75,7 @@ impl Arm {
     }
 
     async fn all_mgs(&self) -> ArmResult<Vec<StoredMg>> {
-        let now = self.dir.clock().now_unix();
-        self.dir
-            .store()
-            .list(kinds::MANAGEMENT_GROUP, None, 10_000, now)
+        crate::list_all(&self.dir, kinds::MANAGEMENT_GROUP, "")
             .await?
             .iter()
             .map(|r| r.decode().map_err(Into::into))
@@ -147,11 +144,7 @@ impl Arm {
 
     /// Every subscription with its management group (`None`: the root).
     pub(crate) async fn subscription_parents(&self) -> ArmResult<Vec<(String, Option<String>)>> {
-        let now = self.dir.clock().now_unix();
-        Ok(self
-            .dir
-            .store()
-            .list(kinds::SUBSCRIPTION, None, 1000, now)
+        Ok(crate::list_all(&self.dir, kinds::SUBSCRIPTION, "")
             .await?
             .into_iter()
             .map(|r| {
@@ -194,6 +187,24 @@ impl Arm {
         Err(ArmError::internal())
     }
 
+    /// How many levels of groups sit below `name` (0 for a leaf).
+    async fn subtree_height(&self, name: &str) -> ArmResult<usize> {
+        let all = self.all_mgs().await?;
+        let mut level: Vec<String> = vec![name.to_ascii_lowercase()];
+        for height in 0..=MAX_DEPTH + 1 {
+            let next: Vec<String> = all
+                .iter()
+                .filter(|g| g.parent.as_ref().is_some_and(|p| level.contains(p)))
+                .map(|g| g.name.to_ascii_lowercase())
+                .collect();
+            if next.is_empty() {
+                return Ok(height);
+            }
+            level = next;
+        }
+        Ok(MAX_DEPTH + 1)
+    }
+
     /// Creates or updates a management group (`managementGroups/write` at its parent).
     pub async fn put_management_group(
         &self,
@@ -211,7 +222,14 @@ impl Arm {
                 "The root management group is the tenant's own; it cannot be changed.",
             ));
         }
-        let parent = parent_name(body).unwrap_or_else(|| root.clone());
+        let existing = self.load_mg(&key).await?;
+        // Without a parent in the body an existing group stays where it is.
+        let current_parent = existing
+            .as_ref()
+            .map(|e| e.parent.clone().unwrap_or_else(|| root.clone()));
+        let parent = parent_name(body)
+            .or_else(|| current_parent.clone())
+            .unwrap_or_else(|| root.clone());
         let parent_scope = Self::mg_scope(&parent)?;
         self.authorize(
             caller,
@@ -219,10 +237,21 @@ impl Arm {
             "Microsoft.Management/managementGroups/write",
         )
         .await?;
-        let existing = self.load_mg(&key).await?;
         if existing.is_some() {
             self.authorize(caller, &scope, "Microsoft.Management/managementGroups/write")
                 .await?;
+        }
+        // A move changes who inherits access to the whole subtree: as Azure, it needs the right
+        // to assign roles on the group and write at the old parent too.
+        if let Some(old) = current_parent.as_ref().filter(|p| **p != parent) {
+            self.authorize(caller, &scope, "Microsoft.Authorization/roleAssignments/write")
+                .await?;
+            self.authorize(
+                caller,
+                &Self::mg_scope(old)?,
+                "Microsoft.Management/managementGroups/write",
+            )
+            .await?;
         }
         let (parent_depth, parent_path) = self.depth_and_path(&parent, &root).await?;
         if parent_path.contains(&key) || parent == key {
@@ -234,7 +263,7 @@ impl Arm {
                 ),
             ));
         }
-        if parent_depth + 1 > MAX_DEPTH {
+        if parent_depth + 1 + self.subtree_height(&key).await? > MAX_DEPTH {
             return Err(ArmError::new(
                 400,
                 "MaxDepthExceeded",
@@ -387,12 +416,13 @@ impl Arm {
             .write()
             .map_err(|_| ArmError::internal())?
             .set_management_group_parent(&key, None);
+        let assignments = self.remove_assignments_under(&scope).await?;
         self.audit(
             caller,
             "Delete management group",
             "ResourceManagement",
             (&mg_id(&mg.name), &mg.display_name, "ManagementGroup"),
-            json!({}),
+            json!({"roleAssignmentsRemoved": assignments}),
         )
         .await?;
         Ok(true)
@@ -431,6 +461,16 @@ impl Arm {
             .get(kinds::SUBSCRIPTION, &sub.to_ascii_lowercase(), now)
             .await?
             .ok_or_else(|| ArmError::subscription_not_found(sub))?;
+        // Taking a subscription away from its group needs the right at that group too.
+        let current = rec.data["managementGroup"].as_str().unwrap_or(&root).to_owned();
+        if Some(current.as_str()) != target.as_deref().or(Some(root.as_str())) {
+            self.authorize(
+                caller,
+                &Self::mg_scope(&current)?,
+                "Microsoft.Management/managementGroups/subscriptions/write",
+            )
+            .await?;
+        }
         if let Some(m) = rec.data.as_object_mut() {
             match &target {
                 Some(t) => m.insert("managementGroup".into(), Value::String(t.clone())),

@@ -409,6 +409,26 @@ impl Arm {
         Ok(out)
     }
 
+    /// Removes every role assignment at or below `scope` (the resource there was deleted).
+    /// Returns their names.
+    pub(crate) async fn remove_assignments_under(&self, scope: &Scope) -> ArmResult<Vec<String>> {
+        let names: Vec<String> = {
+            let snap = self.snapshot()?;
+            snap.assignments()
+                .filter(|a| scope.contains(&a.scope))
+                .map(|a| a.id.to_ascii_lowercase())
+                .collect()
+        };
+        for n in &names {
+            self.dir.store().delete(kinds::ROLE_ASSIGNMENT, n, None).await?;
+            self.snapshot
+                .write()
+                .map_err(|_| ArmError::internal())?
+                .remove_assignment(n);
+        }
+        Ok(names)
+    }
+
     /// Deletes a role assignment (`roleAssignments/delete` at its scope). Returns it, if it existed.
     pub async fn delete_assignment(
         &self,

@@ -70,9 +70,8 @@ impl StoredRole {
 
 /// Every custom role, for the engine.
 pub(crate) async fn load_custom_roles(dir: &Directory) -> ArmResult<Vec<(RoleDefinition, String)>> {
-    let now = dir.clock().now_unix();
     let mut out = Vec::new();
-    for rec in dir.store().list(kinds::ROLE_DEFINITION, None, 5000, now).await? {
+    for rec in crate::list_all(dir, kinds::ROLE_DEFINITION, "").await? {
         let r: StoredRole = rec.decode()?;
         out.push((r.definition(), r.description));
     }
@@ -191,6 +190,18 @@ fn parse_role(id: &str, body: &Value) -> ArmResult<StoredRole> {
 }
 
 impl Arm {
+    /// Reading role definitions at a scope needs a role there (at, above or below it), as it
+    /// names scopes: anyone who can see the scope can see its roles.
+    async fn authorize_role_read(&self, caller: &str, at: &Scope) -> ArmResult<()> {
+        let principals = self.principals_of(caller).await?;
+        let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
+        if self.snapshot()?.has_any_role_around(&refs, at) {
+            return Ok(());
+        }
+        self.authorize(caller, at, "Microsoft.Authorization/roleDefinitions/read")
+            .await
+    }
+
     fn role_json(&self, r: &RoleDefinition, scope: &str) -> Value {
         let builtin = BUILTIN_ROLES.iter().any(|(id, _)| id.eq_ignore_ascii_case(&r.id));
         let description = self
@@ -204,9 +215,15 @@ impl Arm {
 
     /// Role definitions visible at `scope` (built-ins, and custom roles assignable at, above or
     /// below it), optionally `roleName eq '…'`.
-    pub fn list_role_definitions(&self, scope: &str, role_name: Option<&str>) -> ArmResult<Vec<Value>> {
+    pub async fn list_role_definitions(
+        &self,
+        caller: &str,
+        scope: &str,
+        role_name: Option<&str>,
+    ) -> ArmResult<Vec<Value>> {
         let at = Scope::parse(scope)
             .map_err(|_| ArmError::new(400, "InvalidScope", format!("The scope '{scope}' is not valid.")))?;
+        self.authorize_role_read(caller, &at).await?;
         let snap = self.snapshot()?;
         let mut out: Vec<Value> = snap
             .roles()
@@ -228,7 +245,10 @@ impl Arm {
     }
 
     /// One role definition by GUID.
-    pub fn get_role_definition(&self, scope: &str, id: &str) -> ArmResult<Value> {
+    pub async fn get_role_definition(&self, caller: &str, scope: &str, id: &str) -> ArmResult<Value> {
+        let at = Scope::parse(scope)
+            .map_err(|_| ArmError::new(400, "InvalidScope", format!("The scope '{scope}' is not valid.")))?;
+        self.authorize_role_read(caller, &at).await?;
         let snap = self.snapshot()?;
         snap.role(id)
             .map(|r| self.role_json(r, scope))
@@ -259,10 +279,40 @@ impl Arm {
         }
         let mut role = parse_role(id, body)?;
         role.created_by = Some(caller.to_owned());
-        for s in &role.assignable_scopes {
+        // An update changes what every existing assignment of the role grants: the caller must be
+        // allowed at the old assignable scopes as well as the new ones, and no scope may be
+        // dropped while assignments of the role sit under it.
+        let previous = self.snapshot()?.role(id).cloned();
+        let mut scopes: Vec<String> = role.assignable_scopes.clone();
+        if let Some(old) = &previous {
+            scopes.extend(old.assignable_scopes.iter().cloned());
+        }
+        for s in &scopes {
             let at = Scope::parse(s).map_err(|_| ArmError::internal())?;
             self.authorize(caller, &at, "Microsoft.Authorization/roleDefinitions/write")
                 .await?;
+        }
+        if previous.is_some() {
+            let snap = self.snapshot()?;
+            let new_scopes: Vec<Scope> = role
+                .assignable_scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s).ok())
+                .collect();
+            let stranded = snap
+                .assignments()
+                .filter(|a| a.role_id.eq_ignore_ascii_case(id))
+                .find(|a| !new_scopes.iter().any(|s| snap.covers(s, &a.scope)))
+                .map(|a| a.scope.as_str().to_owned());
+            if let Some(at) = stranded {
+                return Err(ArmError::new(
+                    409,
+                    "RoleDefinitionHasAssignments",
+                    format!(
+                        "The role is assigned at '{at}', outside the new assignable scopes; remove that assignment first."
+                    ),
+                ));
+            }
         }
         let duplicate = {
             let snap = self.snapshot()?;

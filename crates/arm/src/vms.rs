@@ -406,23 +406,37 @@ impl Arm {
                 if let Some(t) = tags {
                     vm.tags = t;
                 }
+                // The identity changes with the VM record: a new principal is removed again if
+                // the update loses a race; an old one goes only once the update is stored.
+                let mut created_identity = None;
+                let mut dropped_identity = None;
                 match (wants_identity, &vm.identity) {
                     (Some(true), None) => {
-                        vm.identity = Some(self.new_identity(&vm.name, &vm.arm_id()).await?)
+                        let id = self.new_identity(&vm.name, &vm.arm_id()).await?;
+                        created_identity = Some(id.clone());
+                        vm.identity = Some(id);
                     }
                     (Some(false), Some(id)) => {
-                        self.drop_identity(id).await?;
+                        dropped_identity = Some(id.clone());
                         vm.identity = None;
                     }
                     _ => {}
                 }
                 rec.data = serde_json::to_value(&vm).map_err(|_| ArmError::internal())?;
-                self.dir.store().update(rec).await.map_err(|e| match e {
-                    StoreError::Conflict { .. } => {
-                        ArmError::new(409, "Conflict", "The VM was changed concurrently; retry.")
+                if let Err(e) = self.dir.store().update(rec).await {
+                    if let Some(id) = &created_identity {
+                        self.drop_identity(id).await?;
                     }
-                    other => other.into(),
-                })?;
+                    return Err(match e {
+                        StoreError::Conflict { .. } => {
+                            ArmError::new(409, "Conflict", "The VM was changed concurrently; retry.")
+                        }
+                        other => other.into(),
+                    });
+                }
+                if let Some(id) = &dropped_identity {
+                    self.drop_identity(id).await?;
+                }
                 (false, vm)
             }
             None if patch => return Err(Self::vm_not_found(rg, name)),
@@ -661,7 +675,19 @@ impl Arm {
             .map(|i| i.os_name)
             .unwrap_or(&vm.image.offer);
         let exts = extensions::instance_views(self, scope).await?;
+        let now = self.dir.clock().now_unix();
         let agent = match self.machine_contact(scope).await? {
+            // Agents call at least every minute (their long poll): ten minutes of silence is Not Ready.
+            Some((hostname, last)) if now - last > 600 => json!({
+                "vmAgentVersion": "Unknown",
+                "statuses": [{
+                    "code": "ProvisioningState/Unavailable",
+                    "level": "Warning",
+                    "displayStatus": "Not Ready",
+                    "message": format!("The agent on '{hostname}' has not called since {}; check that usher-agent runs (usher-agent doctor on the machine).", usher_core::rfc3339(last)),
+                    "time": usher_core::rfc3339(last),
+                }],
+            }),
             Some((hostname, last)) => json!({
                 "vmAgentVersion": env!("CARGO_PKG_VERSION"),
                 "statuses": [{
@@ -745,19 +771,21 @@ impl Arm {
         Ok(out)
     }
 
-    /// Deletes a VM (`virtualMachines/delete`) with its extensions and its managed identity.
-    /// Role assignments at its scope stay, as in Azure. Returns whether it existed.
+    /// Deletes a VM (`virtualMachines/delete`) with its extensions, its managed identity, its
+    /// machine, device and join token, and the role assignments at its scope (so a VM created
+    /// later under the same name inherits nobody's access). Returns whether it existed.
     pub async fn delete_vm(&self, caller: &str, sub: &str, rg: &str, name: &str) -> ArmResult<bool> {
         let scope = Self::vm_scope(sub, rg, name)?;
         self.authorize(caller, &scope, actions::DELETE).await?;
         let deleted = self.remove_vm(&scope).await?;
         if let Some(vm) = &deleted {
+            let removed = self.remove_assignments_under(&scope).await?;
             self.audit(
                 caller,
                 "Delete virtual machine",
                 "ResourceManagement",
                 (&vm.arm_id(), &vm.name, "VirtualMachine"),
-                json!({}),
+                json!({"roleAssignmentsRemoved": removed}),
             )
             .await?;
         }
@@ -769,15 +797,16 @@ impl Arm {
         let Some((_, vm)) = self.load_vm(scope).await? else {
             return Ok(None);
         };
+        // The VM record goes first: writers racing this delete re-check it and back out.
+        self.dir
+            .store()
+            .delete(kinds::VIRTUAL_MACHINE, scope.as_str(), None)
+            .await?;
         extensions::remove_all(self, scope).await?;
         self.forget_machine(scope).await?;
         if let Some(id) = &vm.identity {
             self.drop_identity(id).await?;
         }
-        self.dir
-            .store()
-            .delete(kinds::VIRTUAL_MACHINE, scope.as_str(), None)
-            .await?;
         Ok(Some(vm))
     }
 

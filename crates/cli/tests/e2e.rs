@@ -1487,13 +1487,12 @@ async fn resource_group_list_exists_delete() {
 }
 
 /// Plays the machine's agent (which comes with the next layer) for one extension change: waits
-/// until the extension reaches generation `generation` in `state`, then reports `outcome` with
+/// until the extension is in `state`, then reports `outcome` with
 /// the VM's own identity, through the same function the agent's endpoint calls.
 async fn agent_reports(
     server: &TestServer,
     vm_id: String,
     machine: String,
-    generation: u64,
     state: &'static str,
     outcome: usher_arm::ExtensionOutcome,
 ) -> tokio::task::JoinHandle<bool> {
@@ -1518,8 +1517,11 @@ async fn agent_reports(
                 .await
                 && e["properties"]["provisioningState"] == state
             {
+                // The generation the agent is asked to apply.
+                let desired = arm.desired_extensions(&vm_id).await.unwrap();
+                let current = desired[0]["generation"].as_u64().unwrap();
                 return arm
-                    .report_extension(&machine, &vm_id, "AADSSHLoginForLinux", generation, outcome)
+                    .report_extension(&machine, &vm_id, "AADSSHLoginForLinux", current, outcome)
                     .await
                     .unwrap();
             }
@@ -1630,12 +1632,11 @@ async fn seed_sequence_vm_and_login_extension() {
     no_wait.push("--no-wait");
     assert_eq!(cli.run(&no_wait).await.json()["provisioningState"], "Creating");
 
-    // The machine applies generation 1 while set waits: set prints Succeeded.
+    // The machine applies the first change while set waits: set prints Succeeded.
     let agent = agent_reports(
         &server,
         vm_id.clone(),
         machine.clone(),
-        1,
         "Creating",
         usher_arm::ExtensionOutcome::Succeeded {
             message: "Joined the directory.".into(),
@@ -1672,7 +1673,6 @@ async fn seed_sequence_vm_and_login_extension() {
         &server,
         vm_id.clone(),
         machine.clone(),
-        2,
         "Updating",
         usher_arm::ExtensionOutcome::Failed {
             exit_code: 51,
@@ -1708,7 +1708,6 @@ async fn seed_sequence_vm_and_login_extension() {
         &server,
         vm_id.clone(),
         machine.clone(),
-        3,
         "Deleting",
         usher_arm::ExtensionOutcome::Removed,
     )

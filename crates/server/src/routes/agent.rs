@@ -61,7 +61,11 @@ impl FromRequestParts<AppState> for MachineCaller {
 pub async fn join(State(state): State<AppState>, Json(req): Json<JoinRequest>) -> Response {
     let audience = format!("{}/usher/agent/join", state.idp.public_url());
     match state.arm.join_machine(&req, &audience).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(mut v) => {
+            // The agent signs its calls for this audience, whatever name it reached us by.
+            v["agentAudience"] = Value::String(agent_audience(&state));
+            Json(v).into_response()
+        }
         Err(e) => arm_error(e),
     }
 }

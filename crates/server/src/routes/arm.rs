@@ -541,10 +541,12 @@ async fn authorization(
         });
         return match (method, name) {
             (Method::GET, None) => arm
-                .list_role_definitions(scope, role_name.as_deref())
+                .list_role_definitions(who, scope, role_name.as_deref())
+                .await
                 .map_or_else(arm_error, list),
             (Method::GET, Some(id)) => arm
-                .get_role_definition(scope, id)
+                .get_role_definition(who, scope, id)
+                .await
                 .map_or_else(arm_error, |v| Json(v).into_response()),
             (Method::PUT, Some(id)) => match parse_body(bytes) {
                 Ok(body) => match arm.put_role_definition(who, scope, id, &body).await {
@@ -650,10 +652,10 @@ pub async fn dispatch_providers(
             rest @ ..,
         ] if rest.len() <= 1 => {
             let scope = format!("/providers/Microsoft.Management/managementGroups/{}", segs[3]);
-            let kind = if *kind == "roleassignments" {
-                "roleAssignments"
-            } else {
-                "roleDefinitions"
+            let kind = match *kind {
+                "roleassignments" => "roleAssignments",
+                "roledefinitions" => "roleDefinitions",
+                _ => return not_found(&path),
             };
             authorization(
                 &state,
@@ -703,7 +705,7 @@ pub async fn delete_device(
     {
         return e.into_response();
     }
-    match state.arm.delete_device(&id).await {
+    match state.arm.delete_device(&caller.oid, &id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => arm_error(ArmError::new(
             404,

@@ -355,6 +355,13 @@ async fn virtual_machines_with_system_assigned_identity() {
     }
 }
 
+/// The generation the VM's agent is asked to apply for its (only) extension.
+async fn generation(arm: &usher_arm::Arm, vm: &str) -> u64 {
+    arm.desired_extensions(vm).await.unwrap()[0]["generation"]
+        .as_u64()
+        .unwrap()
+}
+
 async fn send_raw(
     s: &TestServer,
     method: reqwest::Method,
@@ -487,6 +494,28 @@ async fn extension_flow(s: TestServer) {
     );
     assert_eq!(v["resources"][0]["name"], "AADSSHLoginForLinux", "{v}");
 
+    // One instance per handler: the canonical name of the same handler is refused next to it.
+    let canonical = json!({"location": "southcentralus", "properties": {"publisher": "Usher.Identity", "type": "LoginForLinux"}});
+    let (st, e) = s
+        .api(
+            "PUT",
+            &format!("{vm}/extensions/LoginForLinux"),
+            &admin,
+            Some(canonical),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].clone()),
+        (409, json!("OperationNotAllowed")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Multiple VMExtensions per handler"),
+        "{e}"
+    );
     // Unknown extensions and versions are refused with what usher runs.
     let mut other = body.clone();
     other["properties"]["publisher"] = json!("Microsoft.Azure.Extensions");
@@ -522,12 +551,13 @@ async fn extension_flow(s: TestServer) {
         .unwrap()
         .unwrap()
         .id;
+    let g1 = generation(arm, &vm).await;
     let refused = arm
         .report_extension(
             &admin_oid,
             &vm,
             "AADSSHLoginForLinux",
-            1,
+            g1,
             ExtensionOutcome::Succeeded { message: "x".into() },
         )
         .await;
@@ -547,7 +577,7 @@ async fn extension_flow(s: TestServer) {
             &machine,
             &vm,
             "AADSSHLoginForLinux",
-            7,
+            g1 - 1,
             ExtensionOutcome::Succeeded { message: "x".into() }
         )
         .await
@@ -555,13 +585,27 @@ async fn extension_flow(s: TestServer) {
         Ok(false)
     );
     assert_eq!(s.api("GET", &op1, &admin, None).await.1["status"], "InProgress");
+    // "Removed" answers only a delete: reported for a creation it changes nothing.
+    assert_eq!(
+        arm.report_extension(
+            &machine,
+            &vm,
+            "AADSSHLoginForLinux",
+            g1,
+            ExtensionOutcome::Removed
+        )
+        .await
+        .map_err(|e| e.code),
+        Ok(false)
+    );
+    assert_eq!(s.api("GET", &ext, &admin, None).await.0, 200);
     // The agent succeeds: the extension and its operation are done.
     assert_eq!(
         arm.report_extension(
             &machine,
             &vm,
             "AADSSHLoginForLinux",
-            1,
+            g1,
             ExtensionOutcome::Succeeded {
                 message: "Joined the directory.".into()
             }
@@ -610,11 +654,13 @@ async fn extension_flow(s: TestServer) {
     let op2 = op_path(&s, &headers);
     // The handler fails with the seed's exit code 51.
     let unsupported = "This extension is not supported on the VM's operating system";
+    let g2 = generation(arm, &vm).await;
+    assert!(g2 > g1);
     arm.report_extension(
         &machine,
         &vm,
         "AADSSHLoginForLinux",
-        2,
+        g2,
         ExtensionOutcome::Failed {
             exit_code: 51,
             message: unsupported.into(),
@@ -651,9 +697,36 @@ async fn extension_flow(s: TestServer) {
         "Deleting"
     );
     assert_eq!(s.api("GET", &op3, &admin, None).await.1["status"], "InProgress");
-    arm.report_extension(&machine, &vm, "AADSSHLoginForLinux", 3, ExtensionOutcome::Removed)
+    let g3 = generation(arm, &vm).await;
+    // A success does not answer a delete.
+    assert_eq!(
+        arm.report_extension(
+            &machine,
+            &vm,
+            "AADSSHLoginForLinux",
+            g3,
+            ExtensionOutcome::Succeeded { message: "x".into() }
+        )
         .await
-        .unwrap();
+        .map_err(|e| e.code),
+        Ok(false)
+    );
+    // Setting it again while it is being deleted is refused.
+    let (st, e) = s.api("PUT", &ext, &admin, Some(same.clone())).await;
+    assert_eq!(
+        (st, e["error"]["code"].clone()),
+        (409, json!("OperationNotAllowed")),
+        "{e}"
+    );
+    arm.report_extension(
+        &machine,
+        &vm,
+        "AADSSHLoginForLinux",
+        g3,
+        ExtensionOutcome::Removed,
+    )
+    .await
+    .unwrap();
     assert_eq!(s.api("GET", &ext, &admin, None).await.0, 404);
     assert_eq!(s.api("GET", &op3, &admin, None).await.1["status"], "Succeeded");
     // One no agent has seen goes at once.
@@ -1017,4 +1090,199 @@ async fn cloud_metadata_for_az_cloud_register() {
         assert_eq!(body["resourceManager"], format!("{}/", s.url));
         assert!(body["suffixes"].is_object(), "az reads suffixes: {body}");
     }
+}
+
+#[tokio::test]
+async fn deletes_take_their_role_assignments_and_role_and_tree_changes_need_rights_everywhere() {
+    let s = spawn().await;
+    let admin = s.admin_token().await;
+    let sub = default_sub(&s, &admin).await;
+    let rg1 = group(&s, &admin, &sub, "rg1").await;
+    let rg2 = group(&s, &admin, &sub, "rg2").await;
+    let (ann, _) = user_token(&s, "ann@contoso.test", "Sunny-garden-41").await;
+    let (bob, bob_token) = user_token(&s, "bob@contoso.test", "Quiet-river-72").await;
+    let assign = |scope: String, role: &'static str, principal: String, name: &'static str| {
+        let admin = admin.clone();
+        let sub = sub.clone();
+        let s = &s;
+        async move {
+            s.api(
+                "PUT",
+                &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+                &admin,
+                Some(json!({"properties": {"roleDefinitionId": format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}"), "principalId": principal}})),
+            )
+            .await
+        }
+    };
+
+    // A VM deleted and created again under its name inherits nobody's access.
+    let vm = format!("{rg1}/providers/Microsoft.Compute/virtualMachines/web1");
+    let body = vm_body(DEBIAN12, false, Some("Long-enough-pass-1"));
+    assert_eq!(s.api("PUT", &vm, &admin, Some(body.clone())).await.0, 201);
+    let (st, b) = assign(
+        vm.clone(),
+        VM_USER_LOGIN,
+        ann.clone(),
+        "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let check = format!("/usher/loginCheck?principal=ann@contoso.test&machine={vm}");
+    assert_eq!(s.api("GET", &check, &admin, None).await.1["decision"], "user");
+    assert_eq!(s.api("DELETE", &vm, &admin, None).await.0, 200);
+    assert_eq!(s.api("PUT", &vm, &admin, Some(body)).await.0, 201);
+    assert_eq!(s.api("GET", &check, &admin, None).await.1["decision"], "deny");
+    let (_, left) = s
+        .api(
+            "GET",
+            &format!("{vm}/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()"),
+            &admin,
+            None,
+        )
+        .await;
+    assert!(
+        left["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| !a["properties"]["scope"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case(&vm)),
+        "the old VM's assignments went with it: {left}"
+    );
+
+    // Bob owns rg2 only: he may not redefine a role that is assignable at rg1.
+    let (st, b) = assign(
+        rg2.clone(),
+        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        bob.clone(),
+        "8b7c6d5e-4f3a-4b2c-8d1e-0f9a8b7c6d5e",
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let role_id = "7c6d5e4f-3a2b-4c1d-8e0f-9a8b7c6d5e4f";
+    let role = |scopes: Vec<String>, data: Vec<&str>| json!({"properties": {"roleName": "Operators", "permissions": [{"actions": ["Microsoft.Compute/virtualMachines/read"], "dataActions": data}], "assignableScopes": scopes}});
+    let path = format!("{rg1}/providers/Microsoft.Authorization/roleDefinitions/{role_id}");
+    let (st, b) = s
+        .api("PUT", &path, &admin, Some(role(vec![rg1.clone()], vec![])))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let hijack = format!("{rg2}/providers/Microsoft.Authorization/roleDefinitions/{role_id}");
+    let (st, e) = s
+        .api(
+            "PUT",
+            &hijack,
+            &bob_token,
+            Some(role(
+                vec![rg2.clone()],
+                vec!["Microsoft.Compute/virtualMachines/loginAsAdmin/action"],
+            )),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].clone()),
+        (403, json!("AuthorizationFailed")),
+        "{e}"
+    );
+    // A scope cannot be dropped while the role is assigned under it.
+    let (st, b) = assign(
+        rg1.clone(),
+        role_id,
+        ann.clone(),
+        "6d5e4f3a-2b1c-4d0e-9f8a-7b6c5d4e3f2a",
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, e) = s
+        .api("PUT", &path, &admin, Some(role(vec![rg2.clone()], vec![])))
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].clone()),
+        (409, json!("RoleDefinitionHasAssignments")),
+        "{e}"
+    );
+    // Reading roles needs a role around the scope.
+    let (_, carl) = user_token(&s, "carl@contoso.test", "Amber-meadow-93").await;
+    let (st, _) = s
+        .api(
+            "GET",
+            &format!("{rg1}/providers/Microsoft.Authorization/roleDefinitions"),
+            &carl,
+            None,
+        )
+        .await;
+    assert_eq!(st, 403);
+
+    // Management groups: bob may create under the root only as a Global Administrator; made
+    // Owner of group y (not of x), he may not move x under y.
+    let mg = |id: &str| format!("/providers/Microsoft.Management/managementGroups/{id}");
+    assert_eq!(
+        s.api(
+            "PUT",
+            &mg("x"),
+            &admin,
+            Some(json!({"properties": {"displayName": "X"}}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        s.api(
+            "PUT",
+            &mg("y"),
+            &admin,
+            Some(json!({"properties": {"displayName": "Y"}}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (st, b) = s
+        .api("PUT", &format!("{}/providers/Microsoft.Authorization/roleAssignments/5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a1b", mg("y")), &admin,
+            Some(json!({"properties": {"roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "principalId": bob}})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, b) = s
+        .api("PUT", &format!("{}/providers/Microsoft.Authorization/roleAssignments/4f3a2b1c-0d9e-4f8a-9b6c-5d4e3f2a1b0c", mg("x")), &admin,
+            Some(json!({"properties": {"roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c", "principalId": bob}})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, e) = s
+        .api(
+            "PUT",
+            &mg("x"),
+            &bob_token,
+            Some(json!({"properties": {"details": {"parent": {"id": mg("y")}}}})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].clone()),
+        (403, json!("AuthorizationFailed")),
+        "{e}"
+    );
+    // Renaming keeps the parent.
+    assert_eq!(
+        s.api(
+            "PUT",
+            &mg("z"),
+            &admin,
+            Some(json!({"properties": {"details": {"parent": {"id": mg("y")}}}}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (st, z) = s
+        .api(
+            "PUT",
+            &mg("z"),
+            &admin,
+            Some(json!({"properties": {"displayName": "Zed"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{z}");
+    assert_eq!(z["properties"]["details"]["parent"]["name"], "y", "{z}");
 }
