@@ -65,6 +65,35 @@ pub fn endpoints(server: &str, tenant: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The checks as the commands an operator would type (the seed's curl and nslookup lines).
+pub fn commands(
+    joined: &crate::state::Joined,
+    imds: &str,
+    ca: &std::path::Path,
+    dns: Option<IpAddr>,
+) -> Vec<String> {
+    let mut out = vec![
+        format!("curl -H Metadata:true \"http://{imds}/metadata/instance?api-version=2017-08-01\""),
+        format!("curl -H Metadata:true \"http://{imds}/metadata/identity/info?api-version=2018-02-01\""),
+        format!(
+            "curl -H Metadata:true \"http://{imds}/metadata/identity/oauth2/token?resource={}&api-version=2018-02-01\"",
+            usher_core::well_known::DEVICE_REGISTRATION_URI
+        ),
+    ];
+    for (_, url) in endpoints(&joined.server, &joined.tenant_id) {
+        out.push(format!("curl --cacert {} {url} -D -", ca.display()));
+    }
+    let host = url::Url::parse(&joined.server)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    out.push(match dns {
+        Some(d) => format!("nslookup {host} {d}"),
+        None => format!("nslookup {host}"),
+    });
+    out
+}
+
 fn b64_json(part: &str) -> Option<Value> {
     serde_json::from_slice(&usher_crypto::b64url_decode(part).ok()?).ok()
 }

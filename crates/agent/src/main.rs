@@ -92,6 +92,9 @@ enum Command {
         /// Only list the endpoints this machine must reach.
         #[arg(long = "list-endpoints")]
         list_endpoints: bool,
+        /// Print the equivalent curl and nslookup commands instead of running the checks.
+        #[arg(long)]
+        commands: bool,
     },
 }
 
@@ -217,8 +220,22 @@ async fn main_async(cli: Cli) -> Result<ExitCode> {
             output,
             dns,
             list_endpoints,
+            commands,
         } => {
             let state = StateDir::at(&state_path);
+            if commands {
+                let joined = state
+                    .joined()?
+                    .context("this machine has not joined: the commands need the server it joins")?;
+                let imds = state
+                    .status()?
+                    .imds_address
+                    .unwrap_or_else(|| config::DEFAULT_IMDS_ADDRESS.to_owned());
+                for line in doctor::commands(&joined, &imds, &state.ca_path(), dns) {
+                    println!("{line}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if list_endpoints {
                 let joined = state
                     .joined()?

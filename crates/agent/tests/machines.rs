@@ -367,6 +367,13 @@ async fn join_extension_duplicate_hostname_and_removal() {
     ] {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
+    let (_, cmds, _) = a.exec(&["doctor", "--commands", "--dns", "208.67.222.222"]).await;
+    assert!(
+        cmds.contains("curl -H Metadata:true")
+            && cmds.contains("identity/info?api-version=2018-02-01")
+            && cmds.contains("nslookup 127.0.0.1 208.67.222.222"),
+        "{cmds}"
+    );
     let (_, list, _) = a.exec(&["doctor", "--list-endpoints"]).await;
     assert!(
         list.contains("device registration") && list.contains("/usher/agent/device"),
