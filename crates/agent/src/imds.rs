@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::{RwLock, Semaphore};
@@ -327,9 +327,8 @@ async fn token(
     method: Method,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-    uri: Uri,
 ) -> Response {
-    token_common(&imds, method, headers, q, uri, false).await
+    token_common(&imds, method, headers, q, false).await
 }
 
 async fn arc_token(
@@ -337,9 +336,8 @@ async fn arc_token(
     method: Method,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-    uri: Uri,
 ) -> Response {
-    token_common(&imds, method, headers, q, uri, true).await
+    token_common(&imds, method, headers, q, true).await
 }
 
 async fn token_common(
@@ -347,7 +345,6 @@ async fn token_common(
     method: Method,
     headers: HeaderMap,
     q: HashMap<String, String>,
-    _uri: Uri,
     arc: bool,
 ) -> Response {
     if let Some(r) = precheck(&method, &headers, &q, true) {

@@ -117,18 +117,7 @@ impl Arm {
             "Microsoft.Resources/subscriptions/resourceGroups/write",
         )
         .await?;
-        let location = body
-            .get("location")
-            .and_then(Value::as_str)
-            .filter(|l| !l.trim().is_empty())
-            .ok_or_else(|| {
-                ArmError::new(
-                    400,
-                    "LocationRequired",
-                    "The location property is required for this definition.",
-                )
-            })?
-            .to_ascii_lowercase();
+        let location = crate::shapes::required_location(body)?;
         let tags = body
             .get("tags")
             .and_then(Value::as_object)

@@ -1,6 +1,8 @@
 //! ARM JSON shapes.
 
 use serde_json::{Value, json};
+
+use crate::{ArmError, ArmResult};
 use usher_authz::RoleDefinition;
 
 /// A subscription.
@@ -39,4 +41,20 @@ pub(crate) fn role_definition(r: &RoleDefinition, scope: &str, builtin: bool, de
             })).collect::<Vec<_>>(),
         },
     })
+}
+
+/// A request's `location` (lower case), or LocationRequired.
+pub(crate) fn required_location(body: &Value) -> ArmResult<String> {
+    body.get("location")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| {
+            ArmError::new(
+                400,
+                "LocationRequired",
+                "The location property is required for this definition.",
+            )
+        })
 }

@@ -531,18 +531,7 @@ impl Arm {
         props: &Value,
         tags: Option<Map<String, Value>>,
     ) -> ArmResult<StoredVm> {
-        let location = body
-            .get("location")
-            .and_then(Value::as_str)
-            .filter(|l| !l.trim().is_empty())
-            .ok_or_else(|| {
-                ArmError::new(
-                    400,
-                    "LocationRequired",
-                    "The location property is required for this definition.",
-                )
-            })?
-            .to_ascii_lowercase();
+        let location = crate::shapes::required_location(body)?;
         let (image, os_type) = image_of(props)?;
         let os = &props["osProfile"];
         let admin_username = os["adminUsername"]

@@ -233,15 +233,7 @@ pub async fn dispatch(
         [rg, name] if eq(rg, "resourceGroups") => match method {
             Method::PUT | Method::PATCH => match parse_body(&bytes) {
                 Ok(body) => match arm.put_group(who, sub, name, &body).await {
-                    Ok((created, v)) => (
-                        if created {
-                            StatusCode::CREATED
-                        } else {
-                            StatusCode::OK
-                        },
-                        Json(v),
-                    )
-                        .into_response(),
+                    Ok((created, v)) => created_or_ok(created, v),
                     Err(e) => arm_error(e),
                 },
                 Err(e) => arm_error(e),
@@ -490,15 +482,7 @@ async fn authorization(
             },
             (Method::PUT, Some(n)) => match parse_body(bytes) {
                 Ok(body) => match arm.put_assignment(who, scope, n, &body).await {
-                    Ok((created, v)) => (
-                        if created {
-                            StatusCode::CREATED
-                        } else {
-                            StatusCode::OK
-                        },
-                        Json(v),
-                    )
-                        .into_response(),
+                    Ok((created, v)) => created_or_ok(created, v),
                     Err(e) => arm_error(e),
                 },
                 Err(e) => arm_error(e),
