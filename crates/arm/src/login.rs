@@ -120,7 +120,16 @@ impl Arm {
     pub async fn machine_logins(&self, caller: &str, machine: &str) -> ArmResult<Value> {
         let scope = self.resolve_machine(machine).await?;
         self.authorize_login_read(caller, &scope).await?;
-        let grants = self.snapshot()?.login_grants(&scope);
+        self.logins_on(&scope, machine).await
+    }
+
+    /// The login snapshot of a joined machine, for its own agent (authenticated by its key).
+    pub async fn own_logins(&self, m: &crate::Machine) -> ArmResult<Value> {
+        self.logins_on(&m.scope, &m.vm_id()).await
+    }
+
+    async fn logins_on(&self, scope: &Scope, machine: &str) -> ArmResult<Value> {
+        let grants = self.snapshot()?.login_grants(scope);
         let mut best: std::collections::BTreeMap<String, (LoginRight, Option<String>, Vec<String>)> =
             Default::default();
         let mut add = |id: String, upn: Option<String>, right: LoginRight, assignment: &str| {
@@ -153,17 +162,20 @@ impl Arm {
                 Err(e) => return Err(e.into()),
             }
         }
-        let logins: Vec<Value> = best
-            .into_iter()
-            .map(|(id, (right, upn, assignments))| {
-                json!({
-                    "principalId": id,
-                    "userPrincipalName": upn,
-                    "right": if right == LoginRight::Admin { "admin" } else { "user" },
-                    "assignments": assignments,
-                })
-            })
-            .collect();
+        let mut logins: Vec<Value> = Vec::with_capacity(best.len());
+        for (id, (right, upn, assignments)) in best {
+            // Every directory principal that may log in has its UID (SPEC L2), its primary group
+            // the same number.
+            let uid = self.dir.posix_id(&id).await?;
+            logins.push(json!({
+                "principalId": id,
+                "userPrincipalName": upn,
+                "right": if right == LoginRight::Admin { "admin" } else { "user" },
+                "uid": uid,
+                "gid": uid,
+                "assignments": assignments,
+            }));
+        }
         Ok(json!({"machine": machine, "logins": logins}))
     }
 }

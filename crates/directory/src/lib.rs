@@ -11,6 +11,7 @@ mod groups;
 mod hashing;
 mod logs;
 pub mod model;
+pub mod posix;
 mod users;
 
 use std::sync::Arc;
@@ -42,6 +43,10 @@ pub mod kinds {
     pub const SERVICE_PRINCIPAL: &str = "sp";
     /// Smart-lockout state per user (id: user id).
     pub const LOCKOUT: &str = "lockout";
+    /// POSIX UIDs of directory objects (id: object id; key: the UID). Never deleted.
+    pub const POSIX_ID: &str = "posix_id";
+    /// The next free UID.
+    pub const POSIX_COUNTER: &str = "posix_counter";
 }
 
 /// The directory service.

@@ -700,3 +700,67 @@ async fn a_resumed_first_start_reports_a_password_that_works() {
         "no second administrator"
     );
 }
+
+#[tokio::test]
+async fn posix_ids_are_stable_distinct_and_never_reused() {
+    let e = env().await;
+    let ann = user(&e.dir, "ann@contoso.test", "Sunny-garden-41").await;
+    let bob = user(&e.dir, "bob@contoso.test", "Quiet-river-72").await;
+    let a1 = e.dir.posix_id(&ann.id).await.unwrap();
+    assert_eq!(
+        a1,
+        usher_directory::posix::UID_FIRST,
+        "the range starts at 0x70000000"
+    );
+    assert_eq!(
+        e.dir.posix_id(&ann.id.to_uppercase()).await.unwrap(),
+        a1,
+        "stable, ids compared case-insensitively"
+    );
+    let b1 = e.dir.posix_id(&bob.id).await.unwrap();
+    assert_ne!(a1, b1);
+    assert_eq!(
+        e.dir.object_of_posix_id(b1).await.unwrap().as_deref(),
+        Some(bob.id.as_str())
+    );
+    // A deleted user's number is never given to anyone else.
+    e.dir.delete_user(&ann.id).await.unwrap();
+    let carl = user(&e.dir, "carl@contoso.test", "Amber-meadow-93").await;
+    let c1 = e.dir.posix_id(&carl.id).await.unwrap();
+    assert!(c1 != a1 && c1 != b1, "{c1:#x}");
+    assert_eq!(
+        e.dir.object_of_posix_id(a1).await.unwrap().as_deref(),
+        Some(ann.id.as_str())
+    );
+    // Many at once: all distinct, each object one number.
+    let mut users = Vec::new();
+    for i in 0..12 {
+        users.push(
+            user(&e.dir, &format!("u{i}@contoso.test"), "Long-enough-pass-1")
+                .await
+                .id,
+        );
+    }
+    let handles: Vec<_> = users
+        .iter()
+        .flat_map(|u| [u.clone(), u.clone()])
+        .map(|u| {
+            let dir = e.dir.clone();
+            tokio::spawn(async move { (u.clone(), dir.posix_id(&u).await.unwrap()) })
+        })
+        .collect();
+    let mut by_user = std::collections::HashMap::new();
+    for h in handles {
+        let (u, uid) = h.await.unwrap();
+        let prior = by_user.insert(u, uid);
+        assert!(prior.is_none_or(|p| p == uid), "one object, one number");
+    }
+    let mut uids: Vec<u32> = by_user.values().copied().collect();
+    uids.sort_unstable();
+    uids.dedup();
+    assert_eq!(uids.len(), 12, "distinct numbers");
+    assert!(
+        uids.iter()
+            .all(|u| (usher_directory::posix::UID_FIRST..=usher_directory::posix::UID_LAST).contains(u))
+    );
+}

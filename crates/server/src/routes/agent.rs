@@ -165,6 +165,15 @@ pub async fn extension_status(
     }
 }
 
+/// `GET /usher/agent/logins`: who may log in to this machine, with their UIDs (SPEC L2, R5).
+pub async fn logins(State(state): State<AppState>, MachineCaller(m): MachineCaller) -> Response {
+    state
+        .arm
+        .own_logins(&m)
+        .await
+        .map_or_else(arm_error, |v| Json(v).into_response())
+}
+
 /// A token request from IMDS.
 #[derive(Debug, Deserialize)]
 pub struct TokenAsk {

@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             post(agent::extension_status),
         )
         .route("/usher/agent/token", post(agent::token))
+        .route("/usher/agent/logins", get(agent::logins))
         .route(
             "/usher/agent/device",
             get(agent::bare)

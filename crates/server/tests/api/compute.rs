@@ -778,6 +778,14 @@ async fn a_machine_identity_may_ask_only_about_itself() {
     assert_eq!(own["decision"], "user");
     let logins = arm.machine_logins(a_identity, a_vm).await.unwrap();
     assert_eq!(logins["logins"][0]["principalId"], ann.as_str());
+    // Each login comes with the user's UID (SPEC L2), the same on every machine.
+    let uid = logins["logins"][0]["uid"].as_u64().unwrap();
+    assert!((0x7000_0000..=0x7FFD_FFFF).contains(&uid), "{logins}");
+    assert_eq!(logins["logins"][0]["gid"], uid);
+    assert_eq!(
+        u64::from(s.running().state.dir().posix_id(&ann).await.unwrap()),
+        uid
+    );
     assert_eq!(
         arm.login_check(a_identity, "ann@contoso.test", b_vm)
             .await
