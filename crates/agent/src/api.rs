@@ -155,6 +155,15 @@ impl Api {
         answer(self.auth(req)?.send().await).await
     }
 
+    /// Who may log in to this machine; waits up to `wait` seconds while it matches `known`.
+    pub async fn logins(&self, known: &str, wait: u64) -> std::result::Result<Value, ApiError> {
+        let req = self.long.get(format!(
+            "{}/usher/agent/logins?known={known}&wait={wait}",
+            self.base
+        ));
+        answer(self.auth(req)?.send().await).await
+    }
+
     /// Reports an extension's outcome.
     pub async fn report(
         &self,

@@ -106,6 +106,7 @@ pub async fn run(
     status.imds_address = imds_address.map(|a| a.to_string());
     status.arc_address = arc_address.map(|a| a.to_string());
     state.save_status(&status)?;
+    let logins = tokio::spawn(login_cache_loop(api.clone(), state.clone()));
     let looper = tokio::spawn(extension_loop(api, state.clone(), config));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -113,6 +114,7 @@ pub async fn run(
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
     }
     looper.abort();
+    logins.abort();
     for t in tasks {
         t.abort();
     }
@@ -120,6 +122,33 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Keeps the login cache (`logins.json` in the state directory) in step with the server: a long
+/// poll that returns as soon as users, groups or roles change.
+pub async fn login_cache_loop(api: Arc<Api>, state: StateDir) {
+    let mut known = String::new();
+    let mut backoff = 1u64;
+    loop {
+        match api.logins(&known, POLL_WAIT_SECS).await {
+            Ok(v) => {
+                backoff = 1;
+                let fp = v["fingerprint"].as_str().unwrap_or_default().to_owned();
+                if fp != known {
+                    let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+                    match crate::state::write_atomic(&state.logins_path(), &body, 0o600) {
+                        Ok(()) => known = fp,
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot write the login cache"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = backoff, "cannot refresh the login cache");
+                tokio::time::sleep(Duration::from_secs(backoff)).await;
+                backoff = (backoff * 2).min(30);
+            }
+        }
+    }
 }
 
 /// Follows the desired extensions forever.

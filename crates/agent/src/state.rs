@@ -142,6 +142,11 @@ impl StateDir {
         self.root.join("extensions").join(canonical)
     }
 
+    /// The login cache: who may log in to this machine, with UIDs (written atomically).
+    pub fn logins_path(&self) -> PathBuf {
+        self.root.join("logins.json")
+    }
+
     /// Where replaced files are kept until the extension is removed.
     pub fn backup_dir(&self) -> PathBuf {
         self.root.join("backup")

@@ -32,6 +32,11 @@ pub fn status_json(state: &StateDir) -> Result<Value> {
         "Extensions": extensions,
         "LastContact": status.last_contact.map(usher_core::rfc3339).unwrap_or_default(),
         "ImdsAddress": status.imds_address.clone().unwrap_or_default(),
+        "CachedLogins": std::fs::read(state.logins_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["logins"].as_array().map(Vec::len))
+            .unwrap_or(0),
         "ArcAddress": status.arc_address.clone().unwrap_or_default(),
     }))
 }

@@ -1018,3 +1018,94 @@ fn usher_crypto_decode(part: &str) -> Vec<u8> {
         .decode(part)
         .unwrap()
 }
+
+/// Waits (≤ 5 s) until the machine's login cache satisfies `want`; returns the cache.
+async fn cache_until(m: &Machine, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let cache: Value = std::fs::read(m.state().join("logins.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        if want(&cache) {
+            return cache;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the login cache never got there: {cache}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn login_of<'a>(cache: &'a Value, upn: &str) -> Option<&'a Value> {
+    cache["logins"]
+        .as_array()?
+        .iter()
+        .find(|l| l["userPrincipalName"] == upn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_cache_follows_roles_groups_and_accounts() {
+    let s = usher_testkit::spawn().await;
+    let admin = s.admin_token().await;
+    let sub = default_sub(&s, &admin).await;
+    let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
+    s.api("PUT", &rg, &admin, Some(json!({"location": "southcentralus"})))
+        .await;
+    let mut m = Machine::new("cache1", DEBIAN12);
+    let (_, token) = vm(&s, &admin, &rg, "cache1", true).await;
+    assert_eq!(m.join(&s, &token).await.0, 0);
+    m.start(&[]);
+    cache_until(&m, |c| c["logins"] == json!([])).await;
+
+    // A role through a group at the resource group: the member appears, with a UID.
+    let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
+    let (_, g) = s.api("POST", "/v1.0/groups", &admin, Some(json!({"displayName": "ops", "mailNickname": "ops", "securityEnabled": true, "mailEnabled": false}))).await;
+    let g = g["id"].as_str().unwrap().to_owned();
+    let role =
+        |r: &str| format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{r}");
+    let (st, b) = s
+        .api("PUT", &format!("{rg}/providers/Microsoft.Authorization/roleAssignments/3a2b1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d"), &admin,
+            Some(json!({"properties": {"roleDefinitionId": role("fb879df8-f326-4884-b1cf-06f3ad86be52"), "principalId": g}})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, b) = s
+        .api(
+            "POST",
+            &format!("/v1.0/groups/{g}/members/$ref"),
+            &admin,
+            Some(json!({"@odata.id": format!("{}/v1.0/directoryObjects/{ann}", s.url)})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+    let cache = cache_until(&m, |c| login_of(c, "ann@contoso.test").is_some()).await;
+    let entry = login_of(&cache, "ann@contoso.test").unwrap();
+    assert_eq!(entry["right"], "user");
+    assert!(entry["uid"].as_u64().unwrap() >= 0x7000_0000, "{entry}");
+    let uid = entry["uid"].clone();
+    // An admin role directly: the right becomes admin, the UID stays.
+    let (st, b) = s
+        .api("PUT", &format!("{rg}/providers/Microsoft.Authorization/roleAssignments/2b1c0d9e-8f7a-4b6c-9d5e-4f3a2b1c0d9e"), &admin,
+            Some(json!({"properties": {"roleDefinitionId": role("1c0163c0-47e6-4577-8991-ea5c82e286e4"), "principalId": ann}})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let cache = cache_until(&m, |c| {
+        login_of(c, "ann@contoso.test").is_some_and(|l| l["right"] == "admin")
+    })
+    .await;
+    assert_eq!(login_of(&cache, "ann@contoso.test").unwrap()["uid"], uid);
+    // A disabled account leaves the cache.
+    let (st, b) = s
+        .api(
+            "PATCH",
+            &format!("/v1.0/users/{ann}"),
+            &admin,
+            Some(json!({"accountEnabled": false})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+    cache_until(&m, |c| c["logins"] == json!([])).await;
+    assert_eq!(m.status().await["CachedLogins"], 0);
+    m.stop().await;
+}

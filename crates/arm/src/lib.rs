@@ -90,6 +90,8 @@ pub struct Arm {
     descriptions: Arc<RwLock<std::collections::HashMap<String, String>>>,
     /// Bumped at every extension change: agents' long polls wait on it.
     extension_changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped at every role assignment or definition change: machines' login caches wait on it.
+    rbac_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Arm {
@@ -109,9 +111,20 @@ impl Arm {
             snapshot: Arc::new(RwLock::new(snapshot)),
             descriptions: Arc::new(RwLock::new(descriptions)),
             extension_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            rbac_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         arm.load_hierarchy().await?;
         Ok(arm)
+    }
+
+    /// Wakes machines waiting for login changes.
+    pub(crate) fn rbac_changed(&self) {
+        self.rbac_changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later change of role assignments or definitions.
+    pub fn watch_rbac(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rbac_changes.subscribe()
     }
 
     /// Wakes agents waiting for extension changes.

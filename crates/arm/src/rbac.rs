@@ -347,6 +347,7 @@ impl Arm {
                 .write()
                 .map_err(|_| ArmError::internal())?
                 .upsert_assignment(a);
+            self.rbac_changed();
         }
         self.audit(
             caller,
@@ -425,6 +426,7 @@ impl Arm {
                 .write()
                 .map_err(|_| ArmError::internal())?
                 .remove_assignment(n);
+            self.rbac_changed();
         }
         Ok(names)
     }
@@ -456,6 +458,7 @@ impl Arm {
             .write()
             .map_err(|_| ArmError::internal())?
             .remove_assignment(&key);
+        self.rbac_changed();
         self.audit(
             caller,
             "Remove role assignment",

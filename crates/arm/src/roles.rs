@@ -367,6 +367,7 @@ impl Arm {
             .write()
             .map_err(|_| ArmError::internal())?
             .upsert_role(def.clone());
+        self.rbac_changed();
         self.audit(
             caller,
             if created {

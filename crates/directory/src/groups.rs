@@ -104,6 +104,7 @@ impl Directory {
         self.remove_from_all_groups(&group.id).await?;
         self.store.delete(kinds::GROUP, &group.id, None).await?;
         self.group_cache.invalidate();
+        self.changed();
         Ok(group)
     }
 

@@ -67,6 +67,8 @@ pub struct Directory {
     /// cannot all pass the lockout check before any failure is counted.
     user_gates: auth::UserGates,
     group_cache: groups::GroupCache,
+    /// Bumped at every change of users and groups: machines' login caches wait on it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Directory {
@@ -94,6 +96,7 @@ impl Directory {
             apps_cache: apps::AppCache::default(),
             user_gates: auth::UserGates::default(),
             group_cache: groups::GroupCache::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -131,6 +134,16 @@ impl Directory {
 
     fn now(&self) -> i64 {
         self.clock.now_unix()
+    }
+
+    /// A receiver that sees every later change of users and groups (this server's changes;
+    /// another replica's are seen when a long poll times out).
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// A fresh random GUID (object ids, trace and correlation ids).

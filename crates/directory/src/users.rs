@@ -115,7 +115,12 @@ impl Directory {
                 next.key = Some(k);
             }
             match self.store.update(next).await {
-                Ok(_) => return Ok(value),
+                Ok(_) => {
+                    if kind == kinds::USER || kind == kinds::GROUP || kind == kinds::SERVICE_PRINCIPAL {
+                        self.changed();
+                    }
+                    return Ok(value);
+                }
                 Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(e) => return Err(e.into()),
             }
@@ -174,7 +179,10 @@ impl Directory {
         };
         let rec = Record::from_value(kinds::USER, &user.id, &user)?.with_key(upn.to_lowercase());
         match self.store.insert(rec).await {
-            Ok(_) => Ok(user),
+            Ok(_) => {
+                self.changed();
+                Ok(user)
+            }
             Err(StoreError::Conflict { .. }) => Err(DirectoryError::AlreadyExists(format!(
                 "another object with the same value for property userPrincipalName already exists: `{upn}`"
             ))),
@@ -309,6 +317,7 @@ impl Directory {
         self.remove_from_all_groups(&user.id).await?;
         self.store.delete(kinds::USER, &user.id, None).await?;
         self.store.delete(kinds::LOCKOUT, &user.id, None).await?;
+        self.changed();
         Ok(user)
     }
 }

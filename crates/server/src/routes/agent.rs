@@ -165,13 +165,45 @@ pub async fn extension_status(
     }
 }
 
-/// `GET /usher/agent/logins`: who may log in to this machine, with their UIDs (SPEC L2, R5).
-pub async fn logins(State(state): State<AppState>, MachineCaller(m): MachineCaller) -> Response {
-    state
-        .arm
-        .own_logins(&m)
-        .await
-        .map_or_else(arm_error, |v| Json(v).into_response())
+/// `GET /usher/agent/logins?known=FINGERPRINT&wait=SECS`: who may log in to this machine, with
+/// their UIDs (SPEC L2, R5): the machine's login cache. While the answer still matches `known`,
+/// waits (long poll) up to `wait` seconds for a change of users, groups or roles.
+pub async fn logins(
+    State(state): State<AppState>,
+    MachineCaller(m): MachineCaller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let wait = q
+        .get("wait")
+        .and_then(|w| w.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(MAX_WAIT_SECS);
+    let known = q.get("known").cloned().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut directory = state.dir().watch_changes();
+    let mut rbac = state.arm.watch_rbac();
+    loop {
+        directory.borrow_and_update();
+        rbac.borrow_and_update();
+        let mut snapshot = match state.arm.own_logins(&m).await {
+            Ok(v) => v,
+            Err(e) => return arm_error(e),
+        };
+        let fp = usher_crypto::secret::hex(&usher_crypto::secret::sha256(
+            snapshot["logins"].to_string().as_bytes(),
+        ));
+        if fp != known || tokio::time::Instant::now() >= deadline {
+            snapshot["fingerprint"] = Value::String(fp);
+            return Json(snapshot).into_response();
+        }
+        let _ = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = directory.changed() => {}
+                _ = rbac.changed() => {}
+            }
+        })
+        .await;
+    }
 }
 
 /// A token request from IMDS.
