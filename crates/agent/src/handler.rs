@@ -368,6 +368,17 @@ impl Machine<'_> {
                 }
             }
         }
+        // The users and groups for NSS, from the login cache as it stands.
+        let cache: Value = fs::read(self.state.logins_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({"logins": []}));
+        if let Err(e) = crate::nssfiles::write(&self.root, &cache) {
+            let m = format!("Cannot write the NSS files: {e:#}.");
+            log.line(&m);
+            return (Outcome::fail(EXIT_FAILED, m), Some(device_id));
+        }
+        log.line("NSS: /etc/usher/passwd and /etc/usher/group written");
         if changed {
             tokio::task::block_in_place(|| reload_sshd(log));
         }
@@ -407,6 +418,7 @@ impl Machine<'_> {
                 }
             }
         }
+        crate::nssfiles::remove(&self.root);
         if changed {
             tokio::task::block_in_place(|| reload_sshd(log));
         }

@@ -8,6 +8,7 @@ mod doctor;
 mod files;
 mod handler;
 mod imds;
+mod nssfiles;
 mod run;
 mod state;
 mod status;

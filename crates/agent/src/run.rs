@@ -136,7 +136,16 @@ pub async fn login_cache_loop(api: Arc<Api>, state: StateDir) {
                 let fp = v["fingerprint"].as_str().unwrap_or_default().to_owned();
                 if fp != known {
                     let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
-                    match crate::state::write_atomic(&state.logins_path(), &body, 0o600) {
+                    let root = std::path::Path::new("/");
+                    let written =
+                        crate::state::write_atomic(&state.logins_path(), &body, 0o600).and_then(|()| {
+                            if crate::nssfiles::login_installed(root) {
+                                crate::nssfiles::write(root, &v)
+                            } else {
+                                Ok(())
+                            }
+                        });
+                    match written {
                         Ok(()) => known = fp,
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot write the login cache"),
                     }

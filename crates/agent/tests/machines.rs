@@ -1058,6 +1058,15 @@ async fn the_login_cache_follows_roles_groups_and_accounts() {
     assert_eq!(m.join(&s, &token).await.0, 0);
     m.start(&[]);
     cache_until(&m, |c| c["logins"] == json!([])).await;
+    // With the login extension installed, the NSS files follow the cache too.
+    let cache1 = format!("{rg}/providers/Microsoft.Compute/virtualMachines/cache1");
+    set_extension(&s, &admin, &cache1, "Usher.Identity", "LoginForLinux", None).await;
+    let e = terminal(&s, &admin, &cache1, "LoginForLinux").await;
+    assert_eq!(e["properties"]["provisioningState"], "Succeeded", "{e}");
+    assert_eq!(
+        std::fs::read_to_string(m.etc("usher/group")).unwrap(),
+        "usher-admins:x:2147352576:\n"
+    );
 
     // A role through a group at the resource group: the member appears, with a UID.
     let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
@@ -1095,6 +1104,19 @@ async fn the_login_cache_follows_roles_groups_and_accounts() {
     })
     .await;
     assert_eq!(login_of(&cache, "ann@contoso.test").unwrap()["uid"], uid);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(m.etc("usher/group"))
+        .unwrap_or_default()
+        .contains("usher-admins:x:2147352576:ann@contoso.test")
+    {
+        assert!(Instant::now() < deadline, "usher-admins never got ann");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let passwd = std::fs::read_to_string(m.etc("usher/passwd")).unwrap();
+    assert_eq!(
+        passwd,
+        format!("ann@contoso.test:x:{uid}:{uid}:ann@contoso.test:/home/ann@contoso.test:/bin/bash\n")
+    );
     // A disabled account leaves the cache.
     let (st, b) = s
         .api(
@@ -1107,5 +1129,20 @@ async fn the_login_cache_follows_roles_groups_and_accounts() {
     assert!(st == 204 || st == 200, "{b}");
     cache_until(&m, |c| c["logins"] == json!([])).await;
     assert_eq!(m.status().await["CachedLogins"], 0);
+    // Removing the extension takes the NSS files away.
+    let (st, _) = s
+        .api(
+            "DELETE",
+            &format!("{cache1}/extensions/LoginForLinux"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.etc("usher/passwd").exists() {
+        assert!(Instant::now() < deadline, "the NSS files stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     m.stop().await;
 }
