@@ -10,6 +10,8 @@ eval "$(bash scripts/python-deps.sh)"
 trap 'bash scripts/pg-stop.sh "$USHER_TEST_PG_DIR"' EXIT
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The NSS module is a cdylib that tests load into the real glibc: build it (tests build rlibs only).
+cargo build -p usher-nss --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
 else

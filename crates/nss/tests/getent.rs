@@ -11,7 +11,11 @@ fn module() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let so = profile_dir.join("libnss_usher.so");
-    assert!(so.exists(), "{} was not built", so.display());
+    assert!(
+        so.exists(),
+        "{} was not built: run `cargo build -p usher-nss` first (scripts/test.sh does)",
+        so.display()
+    );
     so
 }
 
