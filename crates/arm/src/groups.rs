@@ -255,27 +255,11 @@ impl Arm {
         )
         .await?;
         let prefix = format!("{}/providers/", scope.as_str());
-        let now = self.dir.clock().now_unix();
         let mut removed = Vec::new();
-        loop {
-            let page = self
-                .dir
-                .store()
-                .list(kinds::VIRTUAL_MACHINE, Some(&prefix), 500, now)
-                .await?;
-            let vms: Vec<String> = page
-                .into_iter()
-                .map(|r| r.id)
-                .take_while(|id| id.starts_with(&prefix))
-                .collect();
-            if vms.is_empty() {
-                break;
-            }
-            for id in vms {
-                let vm_scope = Scope::parse(&id).map_err(|_| ArmError::internal())?;
-                if let Some(vm) = self.remove_vm(&vm_scope).await? {
-                    removed.push(vm.name);
-                }
+        for rec in crate::list_all(&self.dir, kinds::VIRTUAL_MACHINE, &prefix).await? {
+            let vm_scope = Scope::parse(&rec.id).map_err(|_| ArmError::internal())?;
+            if let Some(vm) = self.remove_vm(&vm_scope).await? {
+                removed.push(vm.name);
             }
         }
         let existed = self

@@ -96,31 +96,19 @@ fn to_engine(a: &StoredAssignment) -> Option<Assignment> {
 
 /// Every stored assignment, for the engine.
 pub(crate) async fn load_assignments(dir: &Directory) -> ArmResult<Vec<Assignment>> {
-    let now = dir.clock().now_unix();
     let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = dir
-            .store()
-            .list(kinds::ROLE_ASSIGNMENT, after.as_deref(), 1000, now)
-            .await?;
-        let done = page.len() < 1000;
-        after = page.last().map(|r| r.id.clone());
-        for r in page {
-            let a: StoredAssignment = r.decode()?;
-            match to_engine(&a) {
-                Some(e) => out.push(e),
-                None => tracing::warn!(
-                    name = a.name,
-                    scope = a.scope,
-                    "skipping a role assignment with an invalid scope"
-                ),
-            }
-        }
-        if done {
-            return Ok(out);
+    for r in crate::list_all(dir, kinds::ROLE_ASSIGNMENT, "").await? {
+        let a: StoredAssignment = r.decode()?;
+        match to_engine(&a) {
+            Some(e) => out.push(e),
+            None => tracing::warn!(
+                name = a.name,
+                scope = a.scope,
+                "skipping a role assignment with an invalid scope"
+            ),
         }
     }
+    Ok(out)
 }
 
 /// A role-assignment list filter.

@@ -727,34 +727,17 @@ impl Arm {
         };
         let principals = self.principals_of(caller).await?;
         let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
-        let now = self.dir.clock().now_unix();
         let mut out = Vec::new();
-        let mut after = prefix.clone();
-        'pages: loop {
-            let page = self
-                .dir
-                .store()
-                .list(kinds::VIRTUAL_MACHINE, Some(&after), 1000, now)
-                .await?;
-            let done = page.len() < 1000;
-            for rec in page {
-                if !rec.id.starts_with(&prefix) {
-                    break 'pages;
-                }
-                after = rec.id.clone();
-                let scope = Scope::parse(&rec.id).map_err(|_| ArmError::internal())?;
-                let readable = self
-                    .snapshot()?
-                    .check(&refs, &scope, usher_authz::ActionKind::Action, actions::READ)
-                    .allowed;
-                if readable {
-                    let vm: StoredVm = rec.decode()?;
-                    let extensions = self.extensions_json(&scope).await?;
-                    out.push(vm_json(&vm, &extensions, None));
-                }
-            }
-            if done {
-                break;
+        for rec in crate::list_all(&self.dir, kinds::VIRTUAL_MACHINE, &prefix).await? {
+            let scope = Scope::parse(&rec.id).map_err(|_| ArmError::internal())?;
+            let readable = self
+                .snapshot()?
+                .check(&refs, &scope, usher_authz::ActionKind::Action, actions::READ)
+                .allowed;
+            if readable {
+                let vm: StoredVm = rec.decode()?;
+                let extensions = self.extensions_json(&scope).await?;
+                out.push(vm_json(&vm, &extensions, None));
             }
         }
         Ok(out)

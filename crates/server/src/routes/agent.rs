@@ -94,6 +94,43 @@ fn fingerprint(extensions: &[Value]) -> String {
     usher_crypto::secret::hex(&usher_crypto::secret::sha256(parts.join(";").as_bytes()))
 }
 
+/// A long poll (`?known=FINGERPRINT&wait=SECS`): `current` gives the answer and its
+/// fingerprint; while the fingerprint is still `known`, waits up to `wait` seconds (at most
+/// [`MAX_WAIT_SECS`]) for one of `changes` (this server's changes; another replica's are seen
+/// when the wait ends). The answer goes out with its `fingerprint`.
+async fn long_poll<F, Fut>(
+    q: &HashMap<String, String>,
+    mut changes: Vec<tokio::sync::watch::Receiver<u64>>,
+    mut current: F,
+) -> Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Value, String), ArmError>>,
+{
+    let wait = q
+        .get("wait")
+        .and_then(|w| w.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(MAX_WAIT_SECS);
+    let known = q.get("known").map(String::as_str).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        for c in &mut changes {
+            c.borrow_and_update();
+        }
+        let (mut answer, fp) = match current().await {
+            Ok(v) => v,
+            Err(e) => return arm_error(e),
+        };
+        if fp != known || tokio::time::Instant::now() >= deadline {
+            answer["fingerprint"] = Value::String(fp);
+            return Json(answer).into_response();
+        }
+        let woken = futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+        let _ = tokio::time::timeout_at(deadline, woken).await;
+    }
+}
+
 /// `GET /usher/agent/extensions?known=FINGERPRINT&wait=SECS`: the desired extensions; when they
 /// still match `known`, waits (long poll) up to `wait` seconds for a change.
 pub async fn extensions(
@@ -101,27 +138,12 @@ pub async fn extensions(
     MachineCaller(m): MachineCaller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let wait = q
-        .get("wait")
-        .and_then(|w| w.parse::<u64>().ok())
-        .unwrap_or(0)
-        .min(MAX_WAIT_SECS);
-    let known = q.get("known").cloned().unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let mut changes = state.arm.watch_extensions();
-    loop {
-        changes.borrow_and_update();
-        let list = match state.arm.machine_extensions(&m).await {
-            Ok(l) => l,
-            Err(e) => return arm_error(e),
-        };
-        let now_fp = fingerprint(&list);
-        if now_fp != known || tokio::time::Instant::now() >= deadline {
-            return Json(json!({"fingerprint": now_fp, "extensions": list})).into_response();
-        }
-        // Woken by a change on this server, or by the deadline (changes made elsewhere).
-        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
-    }
+    long_poll(&q, vec![state.arm.watch_extensions()], || async {
+        let list = state.arm.machine_extensions(&m).await?;
+        let fp = fingerprint(&list);
+        Ok((json!({"extensions": list}), fp))
+    })
+    .await
 }
 
 /// What an agent reports for one extension.
@@ -173,37 +195,15 @@ pub async fn logins(
     MachineCaller(m): MachineCaller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let wait = q
-        .get("wait")
-        .and_then(|w| w.parse::<u64>().ok())
-        .unwrap_or(0)
-        .min(MAX_WAIT_SECS);
-    let known = q.get("known").cloned().unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let mut directory = state.dir().watch_changes();
-    let mut rbac = state.arm.watch_rbac();
-    loop {
-        directory.borrow_and_update();
-        rbac.borrow_and_update();
-        let mut snapshot = match state.arm.own_logins(&m).await {
-            Ok(v) => v,
-            Err(e) => return arm_error(e),
-        };
+    let changes = vec![state.dir().watch_changes(), state.arm.watch_rbac()];
+    long_poll(&q, changes, || async {
+        let snapshot = state.arm.own_logins(&m).await?;
         let fp = usher_crypto::secret::hex(&usher_crypto::secret::sha256(
             snapshot["logins"].to_string().as_bytes(),
         ));
-        if fp != known || tokio::time::Instant::now() >= deadline {
-            snapshot["fingerprint"] = Value::String(fp);
-            return Json(snapshot).into_response();
-        }
-        let _ = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                _ = directory.changed() => {}
-                _ = rbac.changed() => {}
-            }
-        })
-        .await;
-    }
+        Ok((snapshot, fp))
+    })
+    .await
 }
 
 /// A token request from IMDS.
