@@ -213,6 +213,48 @@ impl Api {
         .await
     }
 
+    /// A host certificate for this machine's public host key.
+    pub async fn host_certificate(&self, public_key: &str) -> std::result::Result<Value, ApiError> {
+        let req = self
+            .http
+            .post(format!("{}/usher/agent/hostcert", self.base))
+            .json(&json!({"publicKey": public_key}));
+        answer(self.auth(req)?.send().await).await
+    }
+
+    /// Relays a PAM sign-in step (password, or flow and code).
+    pub async fn relay(&self, body: &Value) -> std::result::Result<Value, ApiError> {
+        let req = self
+            .http
+            .post(format!("{}/usher/agent/signin", self.base))
+            .json(body);
+        answer(self.auth(req)?.send().await).await
+    }
+
+    /// The server's decision for one user on this machine now.
+    pub async fn login_check(&self, user: &str) -> std::result::Result<Value, ApiError> {
+        let req = self.http.get(format!(
+            "{}/usher/agent/logincheck?user={}",
+            self.base,
+            url::form_urlencoded::byte_serialize(user.as_bytes()).collect::<String>()
+        ));
+        answer(self.auth(req)?.send().await).await
+    }
+
+    /// Reports the live sessions of a user that the agent ended.
+    pub async fn sessions_ended(
+        &self,
+        upn: &str,
+        principal_id: &str,
+        sessions: u32,
+    ) -> std::result::Result<Value, ApiError> {
+        let req = self
+            .http
+            .post(format!("{}/usher/agent/sessions/ended", self.base))
+            .json(&json!({"userPrincipalName": upn, "principalId": principal_id, "sessions": sessions}));
+        answer(self.auth(req)?.send().await).await
+    }
+
     /// Whether `url` answers HTTP at all (any status counts).
     pub async fn reachable(&self, url: &str) -> std::result::Result<u16, String> {
         self.http

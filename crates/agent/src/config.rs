@@ -25,6 +25,16 @@ pub struct AgentConfig {
     /// Where the device-registration endpoint is, when the network reaches the server under
     /// another name than the one it publishes.
     pub device_registration_url: Option<String>,
+    /// The local socket the PAM module and the sshd helper ask (default `/run/usher/agent.sock`).
+    pub agent_socket: Option<PathBuf>,
+    /// How old the login cache may get (seconds, default 300) before a login needs the
+    /// server's fresh answer; past it, with the server unreachable, logins are refused.
+    pub max_staleness_secs: Option<u64>,
+    /// The login shell of directory users (default `/bin/bash`).
+    pub shell: Option<String>,
+    /// Where the modules and helper shipped with the agent are (default: the agent's own
+    /// directory, then `/usr/lib/usher`).
+    pub module_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -35,6 +45,23 @@ impl AgentConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// The local socket's path.
+    pub fn socket(&self) -> PathBuf {
+        self.agent_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(usher_proto::local::DEFAULT_SOCKET))
+    }
+
+    /// The staleness bound.
+    pub fn max_staleness(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.max_staleness_secs.unwrap_or(300).max(1))
+    }
+
+    /// The directory users' shell.
+    pub fn shell(&self) -> String {
+        self.shell.clone().unwrap_or_else(|| "/bin/bash".into())
     }
 
     /// The state directory: the option, else the file, else the default.

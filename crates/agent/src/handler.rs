@@ -202,33 +202,110 @@ pub fn other_directory(root: &Path) -> Option<String> {
     None
 }
 
-/// The files the login extension owns. The PAM, NSS and sshd pieces are filled in by the login
-/// layer; this configuration names the tenant, machine and device for it.
-pub fn login_files(config: &Value, device_id: &str, server: &str) -> Vec<ManagedFile> {
+/// The files the login extension writes whole: its configuration (naming the tenant, machine,
+/// device and the agent's socket), the sshd drop-in, the user CA and sudoers.
+pub fn login_files(config: &Value, device_id: &str, server: &str, socket: &Path) -> Vec<ManagedFile> {
+    use crate::loginconf as lc;
     vec![
         ManagedFile {
             path: "/etc/usher/login.conf".into(),
             body: format!(
-                "server = \"{server}\"\ntenant_id = \"{}\"\nvm_resource_id = \"{}\"\ndevice_id = \"{device_id}\"\n",
+                "server = \"{server}\"\ntenant_id = \"{}\"\nvm_resource_id = \"{}\"\ndevice_id = \"{device_id}\"\nagent_socket = \"{}\"\n",
                 config["tenantId"].as_str().unwrap_or_default(),
-                config["vmResourceId"].as_str().unwrap_or_default()
+                config["vmResourceId"].as_str().unwrap_or_default(),
+                socket.display()
             ),
             mode: 0o644,
         },
         ManagedFile {
-            path: "/etc/ssh/sshd_config.d/10-usher.conf".into(),
-            body: "# Directory logins for this machine. The certificate authority, principals command and\n# keyboard-interactive settings are added here by the login layer.\n".into(),
+            path: lc::USER_CA_FILE.into(),
+            body: format!(
+                "{}\n",
+                config["sshUserCertificateAuthority"].as_str().unwrap_or_default()
+            ),
             mode: 0o644,
+        },
+        ManagedFile {
+            path: lc::SSHD_DROP_IN.into(),
+            body: lc::sshd_drop_in(),
+            mode: 0o644,
+        },
+        ManagedFile {
+            path: lc::SUDOERS.into(),
+            body: lc::sudoers(),
+            mode: 0o440,
         },
     ]
 }
 
+/// The operator's files the extension adds lines to (nsswitch.conf and the PAM stacks that
+/// exist), with their new content.
+pub fn edited_files(root: &Path) -> Vec<ManagedFile> {
+    use crate::loginconf as lc;
+    let mut out = Vec::new();
+    let read = |p: &str| fs::read_to_string(root.join(p.trim_start_matches('/'))).ok();
+    if let Some(text) = read(lc::NSSWITCH) {
+        out.push(ManagedFile {
+            path: lc::NSSWITCH.into(),
+            body: lc::nsswitch_with_usher(&text),
+            mode: 0o644,
+        });
+    }
+    for service in lc::PAM_SERVICES {
+        if let Some(text) = read(service) {
+            out.push(ManagedFile {
+                path: service.into(),
+                body: lc::pam_with_usher(&text),
+                mode: 0o644,
+            });
+        }
+    }
+    out
+}
+
 /// Paths of every file the extension may own (for removal).
 pub fn owned_paths() -> Vec<PathBuf> {
-    vec![
+    use crate::loginconf as lc;
+    let mut paths: Vec<PathBuf> = vec![
         "/etc/usher/login.conf".into(),
-        "/etc/ssh/sshd_config.d/10-usher.conf".into(),
-    ]
+        lc::USER_CA_FILE.into(),
+        lc::SSHD_DROP_IN.into(),
+        lc::SUDOERS.into(),
+        lc::NSSWITCH.into(),
+    ];
+    paths.extend(lc::PAM_SERVICES.iter().map(PathBuf::from));
+    paths
+}
+
+/// The host key's certificate from the tenant's host CA (the key is made when missing, as
+/// Debian's package would).
+pub async fn renew_host_certificate(api: &Api, root: &Path) -> anyhow::Result<()> {
+    use crate::loginconf as lc;
+    use anyhow::Context as _;
+    let key = root.join(lc::HOST_KEY.trim_start_matches('/'));
+    let public = key.with_extension("pub");
+    if !public.exists() {
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .context("cannot run ssh-keygen to make the host key")?;
+        anyhow::ensure!(status.success(), "ssh-keygen could not make {}", key.display());
+    }
+    let line = fs::read_to_string(&public).with_context(|| format!("cannot read {}", public.display()))?;
+    let answer = api
+        .host_certificate(line.trim())
+        .await
+        .map_err(|e| anyhow::anyhow!("the server refused a host certificate: {e}"))?;
+    let cert = answer["certificate"]
+        .as_str()
+        .context("no certificate in the answer")?;
+    crate::state::write_atomic(
+        &root.join(lc::HOST_CERT.trim_start_matches('/')),
+        format!("{cert}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(())
 }
 
 /// Reloads sshd only through systemd and only where systemd runs the machine and sshd runs
@@ -349,9 +426,22 @@ impl Machine<'_> {
         };
         log.line(&format!("Device joined: '{host}' ({device_id})"));
         // 6. The login configuration.
+        // The modules and the sshd helper, from beside the agent.
+        let dirs = crate::loginconf::module_dirs(self.config.module_dir.as_deref());
+        match crate::loginconf::install_shipped(&self.root, &dirs) {
+            Ok(done) => log.line(&format!("Installed {}", done.join(", "))),
+            Err(e) => {
+                let m = format!("Cannot install the login modules: {e:#}.");
+                log.line(&m);
+                return (Outcome::fail(EXIT_FAILED, m), Some(device_id));
+            }
+        }
         let files = self.files();
         let mut changed = false;
-        for f in login_files(&config, &device_id, self.api.base()) {
+        let socket = self.config.socket();
+        let mut all = login_files(&config, &device_id, self.api.base(), &socket);
+        all.extend(edited_files(&self.root));
+        for f in all {
             match files.install(&f) {
                 Ok(c) => {
                     changed |= c;
@@ -373,12 +463,20 @@ impl Machine<'_> {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(|| serde_json::json!({"logins": []}));
-        if let Err(e) = crate::nssfiles::write(&self.root, &cache) {
+        if let Err(e) = crate::nssfiles::write(&self.root, &cache, &self.config.shell()) {
             let m = format!("Cannot write the NSS files: {e:#}.");
             log.line(&m);
             return (Outcome::fail(EXIT_FAILED, m), Some(device_id));
         }
         log.line("NSS: /etc/usher/passwd and /etc/usher/group written");
+        match renew_host_certificate(&self.api, &self.root).await {
+            Ok(()) => log.line(&format!("Host certificate: {}", crate::loginconf::HOST_CERT)),
+            Err(e) => {
+                let m = format!("Cannot get a host certificate: {e:#}.");
+                log.line(&m);
+                return (Outcome::fail(EXIT_FAILED, m), Some(device_id));
+            }
+        }
         if changed {
             tokio::task::block_in_place(|| reload_sshd(log));
         }
@@ -419,6 +517,11 @@ impl Machine<'_> {
             }
         }
         crate::nssfiles::remove(&self.root);
+        crate::loginconf::remove_shipped(&self.root);
+        let _ = fs::remove_file(
+            self.root
+                .join(crate::loginconf::HOST_CERT.trim_start_matches('/')),
+        );
         if changed {
             tokio::task::block_in_place(|| reload_sshd(log));
         }

@@ -8,6 +8,8 @@ mod doctor;
 mod files;
 mod handler;
 mod imds;
+mod local;
+mod loginconf;
 mod nssfiles;
 mod run;
 mod state;

@@ -24,7 +24,7 @@ fn clean(s: &str) -> Option<&str> {
 }
 
 /// The two files' contents for a login cache.
-pub fn render(cache: &Value) -> (String, String) {
+pub fn render(cache: &Value, shell: &str) -> (String, String) {
     let mut passwd = String::new();
     let mut group = String::new();
     let mut admins = Vec::new();
@@ -33,7 +33,9 @@ pub fn render(cache: &Value) -> (String, String) {
         else {
             continue;
         };
-        passwd.push_str(&format!("{name}:x:{uid}:{uid}:{name}:/home/{name}:/bin/bash\n"));
+        // "*": no local password (the directory checks it), and not a locked account.
+        let name = name.to_ascii_lowercase();
+        passwd.push_str(&format!("{name}:*:{uid}:{uid}:{name}:/home/{name}:{shell}\n"));
         group.push_str(&format!("{name}:x:{uid}:\n"));
         if l["right"] == "admin" {
             admins.push(name.to_owned());
@@ -44,8 +46,8 @@ pub fn render(cache: &Value) -> (String, String) {
 }
 
 /// Writes the files under `root` (the machine's `/`).
-pub fn write(root: &Path, cache: &Value) -> Result<()> {
-    let (passwd, group) = render(cache);
+pub fn write(root: &Path, cache: &Value, shell: &str) -> Result<()> {
+    let (passwd, group) = render(cache, shell);
     write_atomic(&root.join(PASSWD), passwd.as_bytes(), 0o644)?;
     write_atomic(&root.join(GROUP), group.as_bytes(), 0o644)?;
     Ok(())
@@ -76,10 +78,10 @@ mod tests {
             {"userPrincipalName": "bad:name@contoso.test", "uid": 1879048194u64, "right": "admin"},
             {"userPrincipalName": null, "uid": 1879048195u64, "right": "user"},
         ]});
-        let (passwd, group) = super::render(&cache);
+        let (passwd, group) = super::render(&cache, "/bin/bash");
         assert_eq!(
             passwd,
-            "ann@contoso.test:x:1879048192:1879048192:ann@contoso.test:/home/ann@contoso.test:/bin/bash\nbob@contoso.test:x:1879048193:1879048193:bob@contoso.test:/home/bob@contoso.test:/bin/bash\n"
+            "ann@contoso.test:*:1879048192:1879048192:ann@contoso.test:/home/ann@contoso.test:/bin/bash\nbob@contoso.test:*:1879048193:1879048193:bob@contoso.test:/home/bob@contoso.test:/bin/bash\n"
         );
         assert!(
             group.ends_with("usher-admins:x:2147352576:ann@contoso.test\n"),

@@ -106,7 +106,35 @@ pub async fn run(
     status.imds_address = imds_address.map(|a| a.to_string());
     status.arc_address = arc_address.map(|a| a.to_string());
     state.save_status(&status)?;
-    let logins = tokio::spawn(login_cache_loop(api.clone(), state.clone()));
+    let login_state = Arc::new(crate::local::LoginState::new(
+        api.clone(),
+        config.clone(),
+        std::path::Path::new("/"),
+        &state.logins_path(),
+        &state.sessions_path(),
+    ));
+    tasks.push(tokio::spawn({
+        let ls = login_state.clone();
+        async move {
+            if let Err(e) = ls.serve().await {
+                tracing::error!(error = %format!("{e:#}"), "the local socket stopped");
+            }
+        }
+    }));
+    if crate::nssfiles::login_installed(std::path::Path::new("/")) {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::handler::renew_host_certificate(&api, std::path::Path::new("/")).await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot renew the host certificate");
+            }
+        }));
+    }
+    let logins = tokio::spawn(login_cache_loop(
+        api.clone(),
+        state.clone(),
+        login_state,
+        config.shell(),
+    ));
     let looper = tokio::spawn(extension_loop(api, state.clone(), config));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -126,21 +154,33 @@ pub async fn run(
 
 /// Keeps the login cache (`logins.json` in the state directory) in step with the server: a long
 /// poll that returns as soon as users, groups or roles change.
-pub async fn login_cache_loop(api: Arc<Api>, state: StateDir) {
+pub async fn login_cache_loop(
+    api: Arc<Api>,
+    state: StateDir,
+    logins: Arc<crate::local::LoginState>,
+    shell: String,
+) {
     let mut known = String::new();
     let mut backoff = 1u64;
     loop {
         match api.logins(&known, POLL_WAIT_SECS).await {
             Ok(v) => {
                 backoff = 1;
+                logins.mark_synced();
                 let fp = v["fingerprint"].as_str().unwrap_or_default().to_owned();
                 if fp != known {
+                    // Revocation first (SPEC L8): sessions of users who lost their login end now.
+                    let ended = logins.apply_snapshot(&v);
+                    if !ended.is_empty() {
+                        let api = api.clone();
+                        tokio::spawn(async move { crate::local::report_ended(&api, ended).await });
+                    }
                     let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
                     let root = std::path::Path::new("/");
                     let written =
                         crate::state::write_atomic(&state.logins_path(), &body, 0o600).and_then(|()| {
                             if crate::nssfiles::login_installed(root) {
-                                crate::nssfiles::write(root, &v)
+                                crate::nssfiles::write(root, &v, &shell)
                             } else {
                                 Ok(())
                             }

@@ -147,6 +147,11 @@ impl StateDir {
         self.root.join("logins.json")
     }
 
+    /// The PAM sessions the agent knows of (for revocation).
+    pub fn sessions_path(&self) -> PathBuf {
+        self.root.join("sessions.json")
+    }
+
     /// Where replaced files are kept until the extension is removed.
     pub fn backup_dir(&self) -> PathBuf {
         self.root.join("backup")

@@ -3,194 +3,17 @@
 //! loopback. The machines share `/run`, `/tmp` and loopback, as the agent must allow.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use usher_testkit::TestServer;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_usher-agent");
-const DEBIAN12: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
 const CENTOS7: &str = "NAME=\"CentOS Linux\"\nVERSION_ID=\"7\"\nID=\"centos\"\n";
 const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One machine: a host name, a copy of `/etc`, a state directory, an IMDS port.
-struct Machine {
-    name: String,
-    dir: tempfile::TempDir,
-    imds_port: u16,
-    agent: Option<tokio::process::Child>,
-    extra: Vec<String>,
-    /// Run in a network namespace of its own (with only its loopback).
-    own_network: bool,
-}
-
-impl Machine {
-    fn new(name: &str, os_release: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let etc = dir.path().join("etc");
-        let ok = std::process::Command::new("cp")
-            .args(["-a", "/etc"])
-            .arg(&etc)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "copying /etc");
-        // Debian's /etc/os-release is a symlink into /usr: the machine gets a file of its own.
-        let _ = std::fs::remove_file(etc.join("os-release"));
-        std::fs::write(etc.join("os-release"), os_release).unwrap();
-        let imds_port = free_port();
-        std::fs::create_dir_all(etc.join("usher")).unwrap();
-        std::fs::write(
-            etc.join("usher/agent.toml"),
-            format!(
-                "state_dir = \"{}\"\nimds_address = \"127.0.0.1:{imds_port}\"\n",
-                dir.path().join("state").display()
-            ),
-        )
-        .unwrap();
-        Machine {
-            name: name.into(),
-            dir,
-            imds_port,
-            agent: None,
-            extra: vec![],
-            own_network: false,
-        }
-    }
-
-    fn etc(&self, rel: &str) -> PathBuf {
-        self.dir.path().join("etc").join(rel)
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn set_config(&self, extra: &str) {
-        let path = self.etc("usher/agent.toml");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(extra);
-        std::fs::write(path, text).unwrap();
-    }
-
-    /// `usher-agent ARGS` inside the machine's namespaces.
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new("unshare");
-        if self.own_network {
-            c.arg("--net");
-        }
-        c.args(["--uts", "--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("ip link set lo up && mount --bind \"$1\" /etc && hostname \"$2\" && shift 2 && exec \"$@\"")
-            .arg("sh")
-            .arg(self.dir.path().join("etc"))
-            .arg(&self.name)
-            .arg(AGENT)
-            .args(args)
-            .args(&self.extra)
-            .env("USHER_AGENT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        c
-    }
-
-    async fn exec(&self, args: &[&str]) -> (i32, String, String) {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
-            .await
-            .expect("agent command timed out")
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    async fn join(&self, s: &TestServer, token: &str) -> (i32, String, String) {
-        self.exec(&[
-            "join",
-            "--server",
-            &s.url,
-            "--ca-file",
-            s.ca.to_str().unwrap(),
-            "--token",
-            token,
-        ])
-        .await
-    }
-
-    fn start(&mut self, extra: &[&str]) {
-        let mut args = vec!["run"];
-        args.extend_from_slice(extra);
-        let mut c = self.command(&args);
-        c.stdout(Stdio::null()).stderr(Stdio::inherit());
-        self.agent = Some(c.spawn().unwrap());
-    }
-
-    /// SIGTERM (the agent cleans up), then SIGKILL after 10 s.
-    async fn stop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            if let Some(pid) = a.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            if tokio::time::timeout(Duration::from_secs(10), a.wait())
-                .await
-                .is_err()
-            {
-                let _ = a.start_kill();
-                let _ = a.wait().await;
-            }
-        }
-    }
-
-    async fn status(&self) -> Value {
-        let (code, out, err) = self.exec(&["status", "-o", "json"]).await;
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(&out).unwrap()
-    }
-
-    /// IMDS on this machine: (status, body).
-    async fn imds(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
-        imds_get(self.imds_port, path, headers).await
-    }
-}
-
-async fn imds_get(
-    port: u16,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Value, reqwest::header::HeaderMap) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut req = client.get(format!("http://127.0.0.1:{port}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match req.try_clone().unwrap().send().await {
-            Ok(r) => {
-                let st = r.status().as_u16();
-                let h = r.headers().clone();
-                let text = r.text().await.unwrap();
-                return (st, serde_json::from_str(&text).unwrap_or(Value::String(text)), h);
-            }
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => panic!("IMDS on {port} never answered: {e}"),
-        }
-    }
-}
+mod common;
+use common::{DEBIAN12, Machine, free_port, imds_get};
 
 async fn default_sub(s: &TestServer, admin: &str) -> String {
     let (_, subs) = s.api("GET", "/subscriptions", admin, None).await;
@@ -1115,7 +938,7 @@ async fn the_login_cache_follows_roles_groups_and_accounts() {
     let passwd = std::fs::read_to_string(m.etc("usher/passwd")).unwrap();
     assert_eq!(
         passwd,
-        format!("ann@contoso.test:x:{uid}:{uid}:ann@contoso.test:/home/ann@contoso.test:/bin/bash\n")
+        format!("ann@contoso.test:*:{uid}:{uid}:ann@contoso.test:/home/ann@contoso.test:/bin/bash\n")
     );
     // A disabled account leaves the cache.
     let (st, b) = s

@@ -12,6 +12,7 @@ mod mgs;
 mod rbac;
 mod roles;
 mod shapes;
+mod ssh;
 mod vms;
 
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ pub use error::ArmError;
 pub use extensions::{ExtensionChange, ExtensionOutcome, ExtensionStatus};
 pub use machines::{JOIN_TOKEN_TTL_SECS, JoinRequest, Machine};
 pub use rbac::AssignmentFilter;
+pub use ssh::{CONSENT_DAYS, CONSENT_MACHINES, SshTarget};
 use usher_authz::{ActionKind, Scope, Snapshot};
 use usher_directory::Directory;
 pub use vms::VmPut;
@@ -77,6 +79,8 @@ pub mod kinds {
     pub const MACHINE: &str = "machine";
     /// Machine assertion ids seen (replay protection; expire with the assertion).
     pub const MACHINE_JTI: &str = "machine_jti";
+    /// First-connection consents (SPEC L3; id: the user's object id).
+    pub const LOGIN_CONSENT: &str = "login_consent";
     /// Devices (id: GUID; key: lower-cased display name).
     pub const DEVICE: &str = "device";
 }

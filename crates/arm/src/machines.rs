@@ -88,6 +88,16 @@ impl Machine {
         self.vm.arm_id()
     }
 
+    /// The machine's device id, once it registered its device.
+    pub fn device_id(&self) -> Option<&str> {
+        self.record.device_id.as_deref()
+    }
+
+    /// The machine's host name.
+    pub fn hostname(&self) -> &str {
+        &self.record.hostname
+    }
+
     /// The VM identity's principal id, if the VM has one.
     pub fn identity(&self) -> Option<&str> {
         self.vm.identity.as_ref().map(|i| i.principal_id.as_str())
@@ -560,6 +570,36 @@ impl Arm {
         )
         .await?;
         Ok(true)
+    }
+
+    /// A device by id or by host name: (device id, host name, the VM's scope).
+    pub(crate) async fn find_device(&self, id_or_name: &str) -> ArmResult<Option<(String, String, Scope)>> {
+        let now = self.dir.clock().now_unix();
+        let key = id_or_name.trim().to_ascii_lowercase();
+        let rec = match self.dir.store().get(kinds::DEVICE, &key, now).await? {
+            Some(r) => Some(r),
+            None => self.dir.store().get_by_key(kinds::DEVICE, &key, now).await?,
+        };
+        let Some(rec) = rec else {
+            return Ok(None);
+        };
+        let d: StoredDevice = rec.decode()?;
+        Ok(Scope::parse(&d.vm_scope)
+            .ok()
+            .map(|scope| (d.id, d.display_name, scope)))
+    }
+
+    /// The device of a VM, if its machine is joined and registered.
+    pub(crate) async fn device_of_vm(&self, scope: &Scope) -> ArmResult<Option<(String, String)>> {
+        let now = self.dir.clock().now_unix();
+        let Some(rec) = self.dir.store().get(kinds::MACHINE, scope.as_str(), now).await? else {
+            return Ok(None);
+        };
+        let m: StoredMachine = rec.decode()?;
+        match m.device_id {
+            Some(id) => Ok(self.find_device(&id).await?.map(|(id, host, _)| (id, host))),
+            None => Ok(None),
+        }
     }
 
     /// The VM of a device (login checks name machines by device id too).

@@ -109,6 +109,93 @@ pub enum Command {
     /// Manage virtual machines: the machines people log in to.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Log in to machines over SSH with a short-lived certificate.
+    #[command(subcommand)]
+    Ssh(SshCommand),
+}
+
+/// `usher ssh ...`.
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// SSH into a machine with your directory identity (certificate from your cached sign-in).
+    ///
+    /// The machine is named by its VM (--resource-group and --name) or by its device name
+    /// (--hostname, which must resolve to the machine; IP addresses are refused). Arguments after
+    /// `--` go to ssh. The exit status is ssh's.
+    Vm(SshVmArgs),
+    /// Write an OpenSSH config block (and a one-hour certificate) so plain ssh, scp, rsync and
+    /// VS Code reach the machine.
+    Config(SshConfigArgs),
+}
+
+/// The machine of `usher ssh`.
+#[derive(Debug, Clone, Args)]
+pub struct SshTargetArgs {
+    /// Name of the resource group.
+    #[arg(
+        short = 'g',
+        long = "resource-group",
+        value_name = "GROUP",
+        requires = "name",
+        conflicts_with = "hostname"
+    )]
+    pub resource_group: Option<String>,
+
+    /// Name of the virtual machine.
+    #[arg(short = 'n', long = "name", value_name = "NAME", requires = "resource_group")]
+    pub name: Option<String>,
+
+    /// The machine's device name in the directory (resolved by the system resolver).
+    #[arg(long, value_name = "HOST", required_unless_present = "resource_group")]
+    pub hostname: Option<String>,
+
+    /// Subscription.
+    #[command(flatten)]
+    pub subscription: SubscriptionArg,
+}
+
+/// `usher ssh vm`.
+#[derive(Debug, Clone, Args)]
+pub struct SshVmArgs {
+    /// The machine.
+    #[command(flatten)]
+    pub target: SshTargetArgs,
+
+    /// SSH port on the machine.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Allow the first sign-in to this machine without asking.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// A command to run, and ssh options (after `--`).
+    #[arg(last = true, value_name = "SSH_ARGS")]
+    pub ssh_args: Vec<String>,
+}
+
+/// `usher ssh config`.
+#[derive(Debug, Clone, Args)]
+pub struct SshConfigArgs {
+    /// The machine.
+    #[command(flatten)]
+    pub target: SshTargetArgs,
+
+    /// SSH port on the machine.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Allow the first sign-in to this machine without asking.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Add (or replace) the block in this file instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+
+    /// Where the key and certificate go [default: $USHER_CONFIG_DIR/ssh].
+    #[arg(long, value_name = "DIR")]
+    pub keys_dir: Option<std::path::PathBuf>,
 }
 
 /// A VM by resource group and name.

@@ -69,7 +69,6 @@ impl ConfigDir {
     }
 
     /// The directory.
-    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.dir
     }

@@ -11,6 +11,9 @@ pub enum CryptoError {
     /// Decryption failed: wrong key or tampered data.
     #[error("decryption failed: wrong key or tampered data")]
     Decrypt,
+    /// A signature did not verify: forged or tampered data.
+    #[error("signature verification failed")]
+    Signature,
     /// Password hashing failed.
     #[error("password hashing failed: {0}")]
     Hash(String),

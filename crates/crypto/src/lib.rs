@@ -1,12 +1,13 @@
 //! usher's cryptography, the only crate that touches crypto libraries: password hashing
 //! (argon2id), digests of high-entropy secrets, encryption at rest (AES-256-GCM), ES256 JWT
-//! signing and strict validation, and TOTP.
+//! signing and strict validation, TOTP, and OpenSSH keys and certificates.
 #![warn(missing_docs)]
 
 pub mod at_rest;
 pub mod jwt;
 pub mod password;
 pub mod secret;
+pub mod ssh;
 pub mod totp;
 
 mod error;

@@ -8,7 +8,9 @@ mod error;
 pub mod grants;
 pub mod keys;
 pub mod login;
+pub mod relay;
 pub mod scopes;
+pub mod ssh;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -55,6 +57,22 @@ pub struct Idp {
     public_url: Arc<str>,
     issuer: Arc<str>,
     keys: keys::KeyRing,
+    ssh: ssh::SshAuthorities,
+    ssh_gate: GateSlot,
+}
+
+/// Where the resource manager plugs in its [`ssh::SshGate`] (set once at start-up).
+#[derive(Clone, Default)]
+struct GateSlot(Arc<std::sync::OnceLock<Arc<dyn ssh::SshGate>>>);
+
+impl std::fmt::Debug for GateSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "GateSlot(set)"
+        } else {
+            "GateSlot(unset)"
+        })
+    }
 }
 
 impl Idp {
@@ -62,6 +80,7 @@ impl Idp {
     pub async fn new(dir: Directory, public_url: &str) -> IdpResult<Self> {
         let tenant = dir.tenant().await.map_err(IdpError::from)?;
         let keys = keys::KeyRing::load(&dir).await?;
+        let ssh = ssh::SshAuthorities::load(&dir).await?;
         let public_url: Arc<str> = Arc::from(public_url.trim_end_matches('/'));
         let issuer: Arc<str> = Arc::from(format!("{public_url}/{}/v2.0", tenant.id));
         Ok(Self {
@@ -70,6 +89,8 @@ impl Idp {
             public_url,
             issuer,
             keys,
+            ssh,
+            ssh_gate: GateSlot::default(),
         })
     }
 
@@ -101,6 +122,21 @@ impl Idp {
     /// The signing keys.
     pub fn keys(&self) -> &keys::KeyRing {
         &self.keys
+    }
+
+    /// The SSH certificate authorities.
+    pub fn ssh(&self) -> &ssh::SshAuthorities {
+        &self.ssh
+    }
+
+    /// Plugs in the resource manager's admission check for SSH certificates (once; later calls
+    /// are ignored). Without it no certificate is issued.
+    pub fn set_ssh_gate(&self, gate: Arc<dyn ssh::SshGate>) {
+        let _ = self.ssh_gate.0.set(gate);
+    }
+
+    pub(crate) fn ssh_gate(&self) -> Option<Arc<dyn ssh::SshGate>> {
+        self.ssh_gate.0.get().cloned()
     }
 
     /// Whether `name` (a path segment) designates this tenant; `common` and `organizations` do.

@@ -74,8 +74,23 @@ fn lines(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The user named `name` (the `USHER\\` prefix of the password path is not a name here).
+/// `name` without the password path's `USHER\\` (or the seed's `AzureAD\\`) prefix (SPEC L2).
+pub fn strip_domain_prefix(name: &str) -> &str {
+    for prefix in ["usher\\", "azuread\\"] {
+        if name.len() > prefix.len()
+            && name.is_char_boundary(prefix.len())
+            && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+        {
+            return &name[prefix.len()..];
+        }
+    }
+    name
+}
+
+/// The user named `name`; `USHER\\user@domain` names `user@domain` (the entry keeps its own
+/// name, so the login proceeds as `user@domain`).
 pub fn user_by_name(path: &Path, name: &str) -> Option<Passwd> {
+    let name = strip_domain_prefix(name);
     lines(path)
         .iter()
         .filter_map(|l| parse_passwd(l))

@@ -3,4 +3,5 @@
 
 pub mod compute;
 pub mod graph;
+pub mod local;
 pub mod oauth;

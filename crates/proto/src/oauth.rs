@@ -49,6 +49,16 @@ pub struct TokenRequest {
     /// Device grant: the device code.
     #[serde(default)]
     pub device_code: Option<String>,
+    /// `ssh-cert` asks for an OpenSSH certificate instead of a bearer token (SPEC T7).
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// For `ssh-cert`: the JWK of the public key to certify (JSON, or base64url of it).
+    #[serde(default)]
+    pub req_cnf: Option<String>,
+    /// For `ssh-cert`: the device id of the one machine the certificate is for (usher's
+    /// machine binding; Azure's certificates are not bound).
+    #[serde(default)]
+    pub device_id: Option<String>,
 }
 
 /// A successful token response.

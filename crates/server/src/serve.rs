@@ -172,6 +172,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Runnin
     };
     let arm = usher_arm::Arm::load(dir.clone()).await?;
     let idp = Idp::new(dir, &public_url).await?;
+    idp.set_ssh_gate(Arc::new(crate::routes::ssh::Gate(arm.clone())));
     let state = AppState {
         idp,
         arm,

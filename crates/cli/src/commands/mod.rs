@@ -10,6 +10,7 @@ pub mod logs;
 pub mod resource_group;
 pub mod role;
 pub mod sp;
+pub mod ssh;
 pub mod user;
 pub mod vm;
 
@@ -37,6 +38,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Group(cmd) => resource_group::run(ctx, cmd).await,
         Command::Role(cmd) => role::run(ctx, cmd).await,
         Command::Vm(cmd) => vm::run(ctx, cmd).await,
+        Command::Ssh(cmd) => ssh::run(ctx, cmd).await,
     }
 }
 

@@ -37,6 +37,35 @@ pub(crate) struct Attempt {
 }
 
 impl Idp {
+    /// The SSH certificate part of a token request, checked before anything is spent.
+    fn ssh_request(&self, req: &TokenRequest) -> IdpResult<Option<crate::ssh::SshRequest>> {
+        match req.token_type.as_deref() {
+            None | Some("" | "bearer" | "Bearer") => return Ok(None),
+            Some("ssh-cert") => {}
+            Some(other) => {
+                return Err(IdpError::new(
+                    "invalid_request",
+                    900144,
+                    format!("token_type '{other}' is not supported; use ssh-cert or leave it out."),
+                ));
+            }
+        }
+        let scope = req.scope.as_deref().unwrap_or_default();
+        let resource = crate::scopes::ScopeRequest::parse(scope)?
+            .resource
+            .unwrap_or_default();
+        let app = resource.trim_end_matches('/').to_ascii_lowercase();
+        if app != crate::ssh::VM_SIGN_IN_APP && app != crate::ssh::LINUX_VM_SIGN_IN_APP {
+            return Err(IdpError::invalid_scope(format!(
+                "SSH certificates are for the VM Sign-In resource: ask for scope {}/.default.",
+                crate::ssh::VM_SIGN_IN_APP
+            )));
+        }
+        let key = crate::ssh::key_from_req_cnf(required(&req.req_cnf, "req_cnf")?)?;
+        let device_id = required(&req.device_id, "device_id")?.trim().to_ascii_lowercase();
+        Ok(Some(crate::ssh::SshRequest { key, device_id }))
+    }
+
     /// Authenticates the client of a grant and names it in the sign-in log.
     pub(crate) async fn authenticated_client(
         &self,
@@ -123,10 +152,21 @@ impl Idp {
             assertion: req.client_assertion.clone(),
         };
         attempt.app_id = creds.client_id.clone().unwrap_or_default();
+        if req.token_type.as_deref() == Some("ssh-cert") && req.grant_type != "refresh_token" {
+            return Err(IdpError::new(
+                "invalid_request",
+                900144,
+                "token_type=ssh-cert is issued on the refresh_token grant only: sign in first (usher login), then ask with the cached sign-in.",
+            ));
+        }
         match req.grant_type.as_str() {
             "password" => self.password_grant(tenant, &req, &creds, attempt).await,
             "client_credentials" => self.client_credentials_grant(&req, &creds, attempt).await,
-            "refresh_token" => self.refresh_grant(&req, &creds, attempt).await,
+            "refresh_token" => {
+                let ssh = self.ssh_request(&req)?;
+                self.refresh_grant(&req, &creds, attempt, ssh.as_ref(), meta)
+                    .await
+            }
             "authorization_code" => self.authorization_code_grant(&req, &creds, attempt).await,
             DEVICE_CODE_GRANT => self.device_code_grant(&req, &creds, attempt).await,
             "" => Err(IdpError::missing("grant_type")),

@@ -57,6 +57,8 @@ impl Idp {
         req: &TokenRequest,
         creds: &ClientCredentials,
         attempt: &mut Attempt,
+        ssh: Option<&crate::ssh::SshRequest>,
+        meta: &crate::RequestMeta,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
         attempt.methods.push("refreshToken".into());
@@ -83,6 +85,12 @@ impl Idp {
         if !self.family_is_live(&stored.family_id).await? {
             return Err(IdpError::grant_revoked());
         }
+        // An SSH certificate is refused before the refresh token is spent, so a refusal leaves
+        // the cached sign-in usable.
+        let admission = match ssh {
+            Some(req) => Some(self.admit_ssh(&stored, req, attempt).await?),
+            None => None,
+        };
         stored.used = true;
         let mut used = rec.clone();
         used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
@@ -123,7 +131,7 @@ impl Idp {
             auth_time: stored.auth_time,
             nonce: None,
         };
-        let (resp, resource) = self
+        let (mut resp, resource) = self
             .user_tokens(
                 &signin,
                 &client,
@@ -134,6 +142,57 @@ impl Idp {
             )
             .await?;
         attempt.resource = resource.audience(self).to_owned();
+        if let (Some(req), Some(_)) = (ssh, admission) {
+            let now = self.now();
+            let until = now + crate::ssh::USER_CERT_SECS;
+            let line = self.ssh().user_certificate(
+                self.directory(),
+                &req.key,
+                &signin.user,
+                &req.device_id,
+                &meta.correlation_id,
+                until,
+            )?;
+            // Azure's shape: the certificate's base64 alone, typed ssh-cert.
+            resp.access_token = line.split(' ').nth(1).unwrap_or_default().to_owned();
+            resp.token_type = "ssh-cert".into();
+            resp.expires_in = until - now;
+            resp.ext_expires_in = until - now;
+            resp.id_token = None;
+            attempt.methods.push("sshCertificate".into());
+        }
         Ok(resp)
+    }
+
+    /// Per-user MFA and the resource manager's admission, for an SSH certificate.
+    async fn admit_ssh(
+        &self,
+        stored: &StoredRefresh,
+        req: &crate::ssh::SshRequest,
+        attempt: &mut Attempt,
+    ) -> IdpResult<crate::ssh::Admission> {
+        let user = match self.directory().get_user(&stored.user_id).await {
+            Ok(u) => u,
+            Err(DirectoryError::NotFound { .. }) => return Err(IdpError::refresh_expired()),
+            Err(e) => return Err(e.into()),
+        };
+        attempt.upn.clone_from(&user.user_principal_name);
+        if !user.account_enabled {
+            return Err(IdpError::disabled());
+        }
+        if stored.auth_time < user.refresh_tokens_valid_from {
+            return Err(IdpError::grant_revoked());
+        }
+        if user.mfa_state.requires_mfa() && !stored.amr.iter().any(|m| m == "mfa") {
+            return Err(crate::ssh::mfa_needed());
+        }
+        let gate = self.ssh_gate().ok_or_else(|| {
+            IdpError::new(
+                "invalid_request",
+                900144,
+                "SSH certificates are not available on this server.",
+            )
+        })?;
+        gate.admit(&user, &req.device_id).await
     }
 }

@@ -72,11 +72,13 @@ pub async fn join(State(state): State<AppState>, Json(req): Json<JoinRequest>) -
 
 /// `GET /usher/agent/config`: tenant, VM, identity and device of the calling machine.
 pub async fn config(State(state): State<AppState>, MachineCaller(m): MachineCaller) -> Response {
-    state
-        .arm
-        .machine_config(&m)
-        .await
-        .map_or_else(arm_error, |v| Json(v).into_response())
+    match state.arm.machine_config(&m).await {
+        Ok(mut v) => {
+            v["sshUserCertificateAuthority"] = Value::String(state.idp.ssh().user_ca().to_openssh());
+            Json(v).into_response()
+        }
+        Err(e) => arm_error(e),
+    }
 }
 
 fn fingerprint(extensions: &[Value]) -> String {

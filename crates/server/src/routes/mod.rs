@@ -6,6 +6,7 @@ mod auth;
 mod graph;
 mod identity;
 mod ops;
+pub(crate) mod ssh;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -108,6 +109,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/usher/agent/token", post(agent::token))
         .route("/usher/agent/logins", get(agent::logins))
+        .route("/usher/agent/logincheck", get(ssh::machine_login_check))
+        .route("/usher/agent/hostcert", post(ssh::host_certificate))
+        .route("/usher/agent/signin", post(ssh::relay))
+        .route("/usher/agent/sessions/ended", post(ssh::sessions_ended))
+        .route("/usher/ssh/target", get(ssh::target))
+        .route("/usher/ssh/consent", post(ssh::consent))
+        .route("/usher/ssh/ca", get(ssh::authorities))
         .route(
             "/usher/agent/device",
             get(agent::bare)

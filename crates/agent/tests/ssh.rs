@@ -1,0 +1,552 @@
+//! Logging in over SSH end to end (SPEC T7, L1–L8): two machines, each a namespace with its own
+//! `/etc`, `/usr` overlay, agent and Debian's real `/usr/sbin/sshd` started with nothing but the
+//! default configuration plus what the login extension installed; the real `usher` CLI and the
+//! real `ssh` client, in a namespace whose `/etc/hosts` names the machines.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{DEBIAN12, Machine, free_port, target_dir};
+use serde_json::{Value, json};
+use usher_testkit::TestServer;
+
+const USER_LOGIN: &str = "fb879df8-f326-4884-b1cf-06f3ad86be52";
+const ADMIN_LOGIN: &str = "1c0163c0-47e6-4577-8991-ea5c82e286e4";
+const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+const NO_ROLE: &str = "Your account is configured to prevent you from using this device. For more info, contact your system administrator.";
+const BAD_CREDENTIALS: &str = "Your credentials did not work.";
+
+fn cli_path() -> PathBuf {
+    let p = target_dir().join("usher");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p usher-cli; scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A machine with its agent running, the login extension Succeeded, and sshd listening.
+struct Host {
+    m: Machine,
+    vm: String,
+    port: u16,
+    sshd: Option<tokio::process::Child>,
+}
+
+impl Host {
+    async fn up(s: &TestServer, admin: &str, rg: &str, name: &str, extra_config: &str) -> Host {
+        let mut m = Machine::new(name, DEBIAN12);
+        m.set_config(&format!(
+            "agent_socket = \"{}\"\n{extra_config}",
+            m.state().join("agent.sock").display()
+        ));
+        let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/{name}");
+        let body = json!({"location": "southcentralus", "identity": {"type": "SystemAssigned"}, "properties": {
+            "storageProfile": {"imageReference": {"publisher": "Debian", "offer": "debian-12", "sku": "12-gen2"}},
+            "osProfile": {"adminUsername": "azureuser", "adminPassword": "Long-enough-pass-1"}}});
+        let (st, b) = s.api("PUT", &vm, admin, Some(body)).await;
+        assert_eq!(st, 201, "{b}");
+        let (st, t) = s.api("POST", &format!("{vm}/onboardingToken"), admin, None).await;
+        assert_eq!(st, 200, "{t}");
+        let (code, out, err) = m.join(s, t["onboardingToken"].as_str().unwrap()).await;
+        assert_eq!(code, 0, "{out}{err}");
+        m.start(&[]);
+        let (st, b) = s
+            .api(
+                "PUT",
+                &format!("{vm}/extensions/LoginForLinux"),
+                admin,
+                Some(json!({"location": "southcentralus", "properties": {"publisher": "Usher.Identity", "type": "LoginForLinux", "settings": {}}})),
+            )
+            .await;
+        assert!(st == 201 || st == 200, "{b}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, e) = s
+                .api(
+                    "GET",
+                    &format!("{vm}/extensions/LoginForLinux?$expand=instanceView"),
+                    admin,
+                    None,
+                )
+                .await;
+            match e["properties"]["provisioningState"].as_str() {
+                Some("Succeeded") => break,
+                Some("Failed") => panic!("the login extension failed on {name}: {e}"),
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the login extension never finished on {name}: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut h = Host {
+            m,
+            vm,
+            port: free_port(),
+            sshd: None,
+        };
+        h.start_sshd().await;
+        h
+    }
+
+    /// Debian's sshd, as packaged, with its default configuration (plus our drop-in).
+    async fn start_sshd(&mut self) {
+        let (code, out, err) = self.m.run_on("/usr/sbin/sshd", &["-t"]).await;
+        assert_eq!(code, 0, "sshd -t on {}: {out}{err}", self.m.name);
+        let log = self.m.dir.path().join("sshd.log");
+        let port = self.port.to_string();
+        let mut c = self.m.on(
+            "/usr/sbin/sshd",
+            &[
+                "-D",
+                "-p",
+                &port,
+                "-o",
+                "ListenAddress=127.0.0.1",
+                "-E",
+                log.to_str().unwrap(),
+            ],
+        );
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        self.sshd = Some(c.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "sshd never listened: {}",
+                self.sshd_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn sshd_log(&self) -> String {
+        std::fs::read_to_string(self.m.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        self.m.stop().await;
+    }
+}
+
+/// A user at a client machine: their own `usher` sign-in, and `/etc/hosts` naming the machines.
+struct Client {
+    config: tempfile::TempDir,
+    hosts: PathBuf,
+    server: String,
+    ca: PathBuf,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Client {
+    async fn signed_in(s: &TestServer, upn: &str, password: &str, names: &[&str]) -> Client {
+        let config = tempfile::tempdir().unwrap();
+        let hosts = config.path().join("hosts");
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for n in names {
+            text.push_str(&format!("127.0.0.1 {n}\n"));
+        }
+        std::fs::write(&hosts, text).unwrap();
+        let c = Client {
+            config,
+            hosts,
+            server: s.url.clone(),
+            ca: s.ca.clone(),
+        };
+        let out = c.usher(&["login", "-u", upn, "-p", password]).await;
+        assert_eq!(out.code, 0, "login {upn}: {out:?}");
+        c
+    }
+
+    /// Runs `usher ARGS` in a mount namespace with the client's `/etc/hosts`.
+    async fn usher(&self, args: &[&str]) -> Out {
+        let mut c = tokio::process::Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(&self.hosts)
+        .arg(cli_path())
+        .args(args)
+        .env("USHER_CONFIG_DIR", self.config.path())
+        .env("USHER_SERVER", &self.server)
+        .env("USHER_CA_FILE", &self.ca)
+        .env("HOME", self.config.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+            .await
+            .expect("usher timed out")
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn ssh(&self, host: &Host, command: &[&str]) -> Out {
+        let port = host.port.to_string();
+        let mut args = vec![
+            "ssh",
+            "vm",
+            "--hostname",
+            host.m.name.as_str(),
+            "--port",
+            &port,
+            "--yes",
+            "--",
+            "-o",
+            "BatchMode=yes",
+        ];
+        args.extend_from_slice(command);
+        self.usher(&args).await
+    }
+
+    /// Plain `ssh` (no usher) with options, in the client's namespace.
+    async fn plain_ssh(&self, args: &[&str]) -> Out {
+        let mut c = tokio::process::Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(&self.hosts)
+        .arg("ssh")
+        .args(args)
+        .env("HOME", self.config.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+            .await
+            .expect("ssh timed out")
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+async fn assign(s: &TestServer, admin: &str, scope: &str, sub: &str, role: &str, principal: &str) -> String {
+    let name = uuid::Uuid::new_v4().to_string();
+    let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+    let (st, b) = s
+        .api("PUT", &id, admin, Some(json!({"properties": {
+            "roleDefinitionId": format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}"),
+            "principalId": principal}})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    id
+}
+
+async fn group_with(s: &TestServer, admin: &str, name: &str, member: &str) -> String {
+    let (st, g) = s
+        .api("POST", "/v1.0/groups", admin, Some(json!({"displayName": name, "mailNickname": name, "securityEnabled": true, "mailEnabled": false})))
+        .await;
+    assert_eq!(st, 201, "{g}");
+    let g = g["id"].as_str().unwrap().to_owned();
+    let (st, b) = s
+        .api(
+            "POST",
+            &format!("/v1.0/groups/{g}/members/$ref"),
+            admin,
+            Some(json!({"@odata.id": format!("{}/v1.0/directoryObjects/{member}", s.url)})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+    g
+}
+
+async fn setup() -> (TestServer, String, String, String) {
+    let s = usher_testkit::spawn().await;
+    let admin = s.admin_token().await;
+    let (_, subs) = s.api("GET", "/subscriptions", &admin, None).await;
+    let sub = subs["value"][0]["subscriptionId"].as_str().unwrap().to_owned();
+    let rg = format!("/subscriptions/{sub}/resourceGroups/rg1");
+    let (st, b) = s
+        .api("PUT", &rg, &admin, Some(json!({"location": "southcentralus"})))
+        .await;
+    assert!(st == 201 || st == 200, "{b}");
+    (s, admin, sub, rg)
+}
+
+/// The uid the login cache gives a user on a machine.
+fn uid_on(h: &Host, upn: &str) -> u64 {
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(h.m.state().join("logins.json")).unwrap()).unwrap();
+    cache["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["userPrincipalName"] == upn)
+        .unwrap()["uid"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn wait_for_login(h: &Host, upn: &str, present: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(h.m.etc("usher/passwd")).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with(&format!("{upn}:"))) == present {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{upn} never {} on {}",
+            if present { "appeared" } else { "left" },
+            h.m.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_logins_roles_admins_and_machine_binding() {
+    let (s, admin, sub, rg) = setup().await;
+    let mut alpha = Host::up(&s, &admin, &rg, "alpha", "").await;
+    let mut beta = Host::up(&s, &admin, &rg, "beta", "").await;
+
+    // What the extension put on the machine, and nothing on the host.
+    let nss = std::fs::read_to_string(alpha.m.etc("nsswitch.conf")).unwrap();
+    assert!(nss.contains("passwd:         files usher systemd"), "{nss}");
+    assert!(
+        alpha
+            .m
+            .usr_upper("lib/x86_64-linux-gnu/libnss_usher.so.2")
+            .exists()
+    );
+    assert!(
+        alpha
+            .m
+            .usr_upper("lib/x86_64-linux-gnu/security/pam_usher.so")
+            .exists()
+    );
+    assert!(alpha.m.usr_upper("libexec/usher/usher-principals").exists());
+    assert!(
+        !std::path::Path::new("/usr/lib/x86_64-linux-gnu/libnss_usher.so.2").exists(),
+        "the host is untouched"
+    );
+    let pam = std::fs::read_to_string(alpha.m.etc("pam.d/sshd")).unwrap();
+    assert_eq!(pam.matches("pam_usher.so").count(), 4, "{pam}");
+    assert_eq!(
+        std::fs::read_to_string(alpha.m.etc("sudoers.d/usher-admins"))
+            .unwrap()
+            .lines()
+            .nth(1),
+        Some("%usher-admins ALL=(ALL) NOPASSWD: ALL")
+    );
+
+    let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
+    let adam = s.create_user("adam@contoso.test", "Sunny-garden-42", false).await;
+    let nora = s.create_user("nora@contoso.test", "Sunny-garden-43", false).await;
+    let owen = s.create_user("owen@contoso.test", "Sunny-garden-44", false).await;
+    let gina = s.create_user("gina@contoso.test", "Sunny-garden-45", false).await;
+    let _ = nora;
+    assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, &ann).await;
+    assign(&s, &admin, &beta.vm, &sub, USER_LOGIN, &ann).await;
+    assign(&s, &admin, &rg, &sub, ADMIN_LOGIN, &adam).await;
+    assign(&s, &admin, &format!("/subscriptions/{sub}"), &sub, OWNER, &owen).await;
+    // Gina: a member of "inner", itself a member of "outer", which has the role at the group.
+    let inner = group_with(&s, &admin, "inner", &gina).await;
+    let (_, outer) = s
+        .api("POST", "/v1.0/groups", &admin, Some(json!({"displayName": "outer", "mailNickname": "outer", "securityEnabled": true, "mailEnabled": false})))
+        .await;
+    let outer = outer["id"].as_str().unwrap().to_owned();
+    let (st, b) = s
+        .api(
+            "POST",
+            &format!("/v1.0/groups/{outer}/members/$ref"),
+            &admin,
+            Some(json!({"@odata.id": format!("{}/v1.0/directoryObjects/{inner}", s.url)})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+    assign(&s, &admin, &rg, &sub, USER_LOGIN, &outer).await;
+    for u in ["ann@contoso.test", "adam@contoso.test", "gina@contoso.test"] {
+        wait_for_login(&alpha, u, true).await;
+    }
+
+    // User login: the directory UID, no usher-admins, no sudo.
+    let c_ann = Client::signed_in(&s, "ann@contoso.test", "Sunny-garden-41", &["alpha", "beta"]).await;
+    let out = c_ann.ssh(&alpha, &["id"]).await;
+    assert_eq!(out.code, 0, "{out:?}\n{}", alpha.sshd_log());
+    let uid = uid_on(&alpha, "ann@contoso.test");
+    assert!(
+        out.stdout.contains(&format!("uid={uid}(ann@contoso.test)")),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("usher-admins"), "{out:?}");
+    let out = c_ann.ssh(&alpha, &["sudo", "-n", "true"]).await;
+    assert_ne!(out.code, 0, "a regular user has no sudo: {out:?}");
+    // The home directory was made on first login, the user's own.
+    let home = alpha.m.home().join("ann@contoso.test");
+    assert!(home.is_dir());
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&home).unwrap()) as u64,
+        uid
+    );
+
+    // Administrator login: in usher-admins, sudo works.
+    let c_adam = Client::signed_in(&s, "adam@contoso.test", "Sunny-garden-42", &["alpha", "beta"]).await;
+    let out = c_adam
+        .ssh(
+            &alpha,
+            &["id", "&&", "sudo", "-n", "true", "&&", "echo", "SUDO-OK"],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}\n{}", alpha.sshd_log());
+    assert!(out.stdout.contains("usher-admins"), "{out:?}");
+    assert!(out.stdout.contains("SUDO-OK"), "{out:?}");
+
+    // No role, and Owner at the subscription: refused with the L6 message before any ssh.
+    for (upn, pw) in [
+        ("nora@contoso.test", "Sunny-garden-43"),
+        ("owen@contoso.test", "Sunny-garden-44"),
+    ] {
+        let c = Client::signed_in(&s, upn, pw, &["alpha"]).await;
+        let out = c.ssh(&alpha, &["true"]).await;
+        assert_ne!(out.code, 0, "{upn}: {out:?}");
+        assert!(out.stderr.contains(NO_ROLE), "{upn}: {out:?}");
+    }
+
+    // A role through nested groups at the resource group: allowed.
+    let c_gina = Client::signed_in(&s, "gina@contoso.test", "Sunny-garden-45", &["alpha"]).await;
+    let out = c_gina.ssh(&alpha, &["whoami"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "gina@contoso.test");
+
+    // An IP address is refused with the seed's explanation.
+    let out = c_ann
+        .usher(&["ssh", "vm", "--hostname", "127.0.0.1", "--yes"])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("IP address cannot be used"), "{out:?}");
+
+    // A certificate for alpha is refused on beta (where ann has a role too): `usher ssh config`
+    // writes alpha's key and certificate, then plain ssh presents them to beta.
+    let keys = c_ann.config.path().join("keys");
+    let out = c_ann
+        .usher(&[
+            "ssh",
+            "config",
+            "--hostname",
+            "alpha",
+            "--port",
+            &alpha.port.to_string(),
+            "--yes",
+            "--keys-dir",
+            keys.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("Host alpha") && out.stdout.contains("CertificateFile"),
+        "{out:?}"
+    );
+    let config_file = c_ann.config.path().join("ssh_config");
+    std::fs::write(&config_file, &out.stdout).unwrap();
+    // Plain ssh with the block: works on alpha.
+    let out = c_ann
+        .plain_ssh(&[
+            "-F",
+            config_file.to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "alpha",
+            "whoami",
+        ])
+        .await;
+    assert_eq!(
+        out.code,
+        0,
+        "plain ssh with usher ssh config: {out:?}\n{}",
+        alpha.sshd_log()
+    );
+    assert_eq!(out.stdout.trim(), "ann@contoso.test");
+    let known = c_ann.config.path().join("known_hosts");
+    let key = keys.join("alpha");
+    let cert = keys.join("alpha-cert.pub");
+    let out = c_ann
+        .plain_ssh(&[
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            &format!("CertificateFile={}", cert.display()),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", known.display()),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            &beta.port.to_string(),
+            "-l",
+            "ann@contoso.test",
+            "beta",
+            "true",
+        ])
+        .await;
+    assert_eq!(out.code, 255, "alpha's certificate must not open beta: {out:?}");
+    let agent_log = beta.sshd_log();
+    assert!(agent_log.contains("ann@contoso.test"), "{agent_log}");
+
+    // Host trust: the known_hosts file holds the tenant's host CA; a machine whose host key is
+    // not certified for the name is refused without a question.
+    let known_text = std::fs::read_to_string(&known).unwrap();
+    assert!(
+        known_text.starts_with("@cert-authority * ssh-ed25519 "),
+        "{known_text}"
+    );
+
+    alpha.stop().await;
+    beta.stop().await;
+}
