@@ -173,14 +173,21 @@ impl LoginState {
     /// Returns the users whose sessions were ended, with how many.
     pub fn apply_snapshot(&self, snapshot: &Value) -> Vec<(String, String, u32)> {
         let users = users_of(snapshot);
-        if let Ok(mut c) = self.cache.write() {
-            c.users.clone_from(&users);
-            c.synced = Some(Instant::now());
-        }
-        self.revoke_except(&users)
+        let old = match self.cache.write() {
+            Ok(mut c) => {
+                c.synced = Some(Instant::now());
+                std::mem::replace(&mut c.users, users.clone())
+            }
+            Err(_) => HashMap::new(),
+        };
+        self.revoke_except(&users, &old)
     }
 
-    fn revoke_except(&self, users: &HashMap<String, Login>) -> Vec<(String, String, u32)> {
+    fn revoke_except(
+        &self,
+        users: &HashMap<String, Login>,
+        old: &HashMap<String, Login>,
+    ) -> Vec<(String, String, u32)> {
         let Ok(mut sessions) = self.sessions.lock() else {
             return vec![];
         };
@@ -200,7 +207,6 @@ impl LoginState {
         // Sessions whose process is gone are forgotten too.
         sessions.retain(|s| process_start(s.pid) == Some(s.start));
         self.save_sessions(&sessions);
-        let old = self.cache.read().map(|c| c.users.clone()).unwrap_or_default();
         ended
             .into_iter()
             .map(|(u, n)| {
@@ -415,6 +421,20 @@ impl LoginState {
         let Some(LocalRequest::Answer { text: password }) = talk.next().await? else {
             return Ok(done_silent(Outcome::AuthFailed));
         };
+        // A user without a login here is told so, and the password goes nowhere: sshd does not
+        // even pass it on for names it cannot resolve, and no lockout is counted for a machine
+        // the user may not use.
+        match self.right(&canonical).await {
+            Ok(Some(l)) if l.right != Right::Deny => {}
+            Ok(_) => {
+                tracing::info!(user = %canonical, "password sign-in refused: no login role here");
+                return Ok(done(Outcome::Denied, NO_ROLE_TEXT));
+            }
+            Err(e) => {
+                tracing::warn!(user = %canonical, error = %e, "stale login cache and no server: refused");
+                return Ok(done(Outcome::Unavailable, unavailable_text()));
+            }
+        }
         let mut body = json!({"user": canonical, "password": password, "rhost": rhost});
         drop(password);
         let mut result = self.api.relay(&body).await;

@@ -550,3 +550,405 @@ async fn certificate_logins_roles_admins_and_machine_binding() {
     alpha.stop().await;
     beta.stop().await;
 }
+
+/// The password path: an `SSH_ASKPASS` program answers keyboard-interactive prompts from files
+/// (the password, the one-time code) and records every prompt it was shown.
+struct Askpass {
+    dir: tempfile::TempDir,
+}
+
+impl Askpass {
+    fn new() -> Askpass {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("askpass.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"$1\" >> \"$ASKPASS_DIR/prompts\"\ncase \"$1\" in\n  *ode*) cat \"$ASKPASS_DIR/code\" ;;\n  *) cat \"$ASKPASS_DIR/password\" ;;\nesac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Askpass { dir }
+    }
+
+    fn prompts(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prompts")).unwrap_or_default()
+    }
+
+    /// `ssh -l USER -p PORT HOST echo LOGIN-OK` over keyboard-interactive only.
+    async fn login(&self, host: &Host, user: &str, password: &str, code: &str) -> Out {
+        std::fs::write(self.dir.path().join("password"), password).unwrap();
+        std::fs::write(self.dir.path().join("code"), code).unwrap();
+        let _ = std::fs::remove_file(self.dir.path().join("prompts"));
+        let mut c = tokio::process::Command::new("setsid");
+        c.args([
+            "-w",
+            "ssh",
+            "-o",
+            "PreferredAuthentications=keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .args(["-p", &host.port.to_string(), "-l", user, "127.0.0.1", "whoami"])
+        .env("SSH_ASKPASS", self.dir.path().join("askpass.sh"))
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .env("ASKPASS_DIR", self.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+            .await
+            .expect("ssh timed out")
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The sign-in log entries of the VM Sign-In app (newest first).
+async fn sign_ins(s: &TestServer, admin: &str) -> Vec<Value> {
+    let (st, b) = s.api("GET", "/v1.0/auditLogs/signIns", admin, None).await;
+    assert_eq!(st, 200, "{b}");
+    b["value"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_path_one_time_codes_lockout_and_revocation() {
+    let (s, admin, sub, rg) = setup().await;
+    let mut alpha = Host::up(&s, &admin, &rg, "alpha", "").await;
+    let pia = s.create_user("pia@contoso.test", "Sunny-garden-51", false).await;
+    let mia = s.create_user("mia@contoso.test", "Sunny-garden-52", false).await;
+    let tess = s.create_user("tess@contoso.test", "Sunny-garden-53", true).await;
+    let lou = s.create_user("lou@contoso.test", "Sunny-garden-54", false).await;
+    let _nobody = s
+        .create_user("nobody@contoso.test", "Sunny-garden-55", false)
+        .await;
+    for u in [&pia, &mia, &tess, &lou] {
+        assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, u).await;
+    }
+    wait_for_login(&alpha, "lou@contoso.test", true).await;
+    let ask = Askpass::new();
+
+    // Password only (no MFA for pia): in, as the directory user; USHER\ is accepted.
+    let out = ask.login(&alpha, "pia@contoso.test", "Sunny-garden-51", "").await;
+    assert_eq!(
+        out.code,
+        0,
+        "{out:?}\n{}\nprompts: {}",
+        alpha.sshd_log(),
+        ask.prompts()
+    );
+    assert_eq!(out.stdout.trim(), "pia@contoso.test");
+    assert!(ask.prompts().contains("Password:"), "{}", ask.prompts());
+    assert!(
+        !ask.prompts().contains("code"),
+        "no code asked without MFA: {}",
+        ask.prompts()
+    );
+    let out = ask
+        .login(&alpha, "USHER\\pia@contoso.test", "Sunny-garden-51", "")
+        .await;
+    assert_eq!(out.code, 0, "{out:?}\n{}", alpha.sshd_log());
+    assert_eq!(out.stdout.trim(), "pia@contoso.test");
+    // Wrong password: refused, with L6's wording.
+    let out = ask.login(&alpha, "pia@contoso.test", "Wrong-garden-1", "").await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains(BAD_CREDENTIALS), "{out:?}");
+
+    // MFA (per-user, enforced) with a registered authenticator: password, then a code.
+    let (st, b) = s
+        .api(
+            "PATCH",
+            &format!("/beta/users/{mia}/authentication/requirements"),
+            &admin,
+            Some(json!({"perUserMfaState": "enforced"})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+    let secret = b"usher-test-totp-secret-20bytes!!".to_vec();
+    let dir = s.running().state.dir().clone();
+    let now = usher_core::Clock::now_unix(&usher_core::SystemClock);
+    let b32 = usher_crypto::totp::base32(&secret);
+    let code_now = usher_crypto::totp::current_code(&b32, now).unwrap();
+    assert!(dir.register_totp(&mia, &secret, &code_now).await.unwrap());
+    // A wrong code: refused with the same wording.
+    let out = ask
+        .login(&alpha, "mia@contoso.test", "Sunny-garden-52", "000000")
+        .await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(ask.prompts().contains("One-time code"), "{}", ask.prompts());
+    assert!(out.stderr.contains(BAD_CREDENTIALS), "{out:?}");
+    // The next step's code (the registration used this one): in.
+    let next = usher_crypto::totp::current_code(&b32, now + 30).unwrap();
+    let out = ask
+        .login(&alpha, "mia@contoso.test", "Sunny-garden-52", &next)
+        .await;
+    assert_eq!(out.code, 0, "{out:?}\n{}", alpha.sshd_log());
+    assert_eq!(out.stdout.trim(), "mia@contoso.test");
+
+    // A temporary password is refused, naming where to change it.
+    let out = ask
+        .login(&alpha, "tess@contoso.test", "Sunny-garden-53", "")
+        .await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains("/changepassword"), "{out:?}");
+
+    // No role: the right password is not enough.
+    let out = ask
+        .login(&alpha, "nobody@contoso.test", "Sunny-garden-55", "")
+        .await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains(NO_ROLE), "{out:?}");
+
+    // Smart lockout applies: ten different wrong passwords, then the right one is refused.
+    for i in 0..10 {
+        let out = ask
+            .login(&alpha, "lou@contoso.test", &format!("Wrong-{i}-garden"), "")
+            .await;
+        assert_eq!(out.code, 255, "{out:?}");
+    }
+    let out = ask.login(&alpha, "lou@contoso.test", "Sunny-garden-54", "").await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains("locked"), "{out:?}");
+
+    // Revocation (SPEC L8): a live session of pia ends when her role goes.
+    let c_pia = Client::signed_in(&s, "pia@contoso.test", "Sunny-garden-51", &["alpha"]).await;
+    let port = alpha.port.to_string();
+    let mut live = tokio::process::Command::new("unshare");
+    live.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
+        "sh",
+    ])
+    .arg(&c_pia.hosts)
+    .arg(cli_path())
+    .args([
+        "ssh",
+        "vm",
+        "--hostname",
+        "alpha",
+        "--port",
+        &port,
+        "--yes",
+        "--",
+        "-o",
+        "BatchMode=yes",
+        "sleep",
+        "120",
+    ])
+    .env("USHER_CONFIG_DIR", c_pia.config.path())
+    .env("USHER_SERVER", &s.url)
+    .env("USHER_CA_FILE", &s.ca)
+    .env("HOME", c_pia.config.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let mut live = live.spawn().unwrap();
+    let sessions = alpha.m.state().join("sessions.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&sessions)
+        .unwrap_or_default()
+        .contains("pia@contoso.test")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the session never opened: {}",
+            alpha.sshd_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, list) = s
+        .api(
+            "GET",
+            &format!(
+                "{}/providers/Microsoft.Authorization/roleAssignments?$filter=assignedTo('{pia}')",
+                alpha.vm
+            ),
+            &admin,
+            None,
+        )
+        .await;
+    let assignment = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["properties"]["principalId"] == pia.as_str())
+        .unwrap_or_else(|| panic!("{list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, b) = s.api("DELETE", &assignment, &admin, None).await;
+    assert_eq!(st, 200, "{b}");
+    let removed = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(60), live.wait())
+        .await
+        .expect("the live session was not ended within 60 s")
+        .unwrap();
+    let took = removed.elapsed();
+    assert!(!status.success(), "the session was ended, not finished");
+    assert!(took < Duration::from_secs(5), "ended after {took:?} (target 5 s)");
+    eprintln!("revocation: the live session ended {took:?} after the role was removed");
+    // The sign-in log says why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = sign_ins(&s, &admin).await;
+        if let Some(e) = log.iter().find(|e| e["clientAppUsed"] == "sessionRevocation") {
+            let why = e["status"]["failureReason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(why.contains("login role on this machine was removed"), "{e}");
+            assert_eq!(e["userPrincipalName"], "pia@contoso.test");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no revocation entry: {log:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And no new login.
+    let out = ask.login(&alpha, "pia@contoso.test", "Sunny-garden-51", "").await;
+    assert_eq!(out.code, 255, "{out:?}");
+    alpha.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_down_expired_certificates_and_the_staleness_bound() {
+    let (mut s, admin, sub, rg) = setup().await;
+    let mut alpha = Host::up(&s, &admin, &rg, "alpha", "max_staleness_secs = 3\n").await;
+    let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
+    assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, &ann).await;
+    wait_for_login(&alpha, "ann@contoso.test", true).await;
+    let c = Client::signed_in(&s, "ann@contoso.test", "Sunny-garden-41", &["alpha"]).await;
+    let keys = c.config.path().join("keys");
+    let out = c
+        .usher(&[
+            "ssh",
+            "config",
+            "--hostname",
+            "alpha",
+            "--port",
+            &alpha.port.to_string(),
+            "--yes",
+            "--keys-dir",
+            keys.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let config_file = c.config.path().join("ssh_config");
+    std::fs::write(&config_file, &out.stdout).unwrap();
+    let cf = config_file.to_str().unwrap().to_owned();
+    let plain_args = ["-F", cf.as_str(), "-o", "BatchMode=yes", "alpha", "whoami"];
+    assert_eq!(c.plain_ssh(&plain_args).await.code, 0);
+
+    // An expired certificate from the tenant's CA, for this machine: refused by sshd.
+    let device = common_device_id(&alpha);
+    let seed = [7u8; 32];
+    let key = usher_crypto::ssh::SshUserKey::from_seed(&seed).unwrap();
+    let state = &s.running().state;
+    let user = state.dir().get_user(&ann).await.unwrap();
+    let now = usher_core::Clock::now_unix(&usher_core::SystemClock);
+    let expired = state
+        .idp
+        .ssh()
+        .user_certificate(
+            state.dir(),
+            &key.public_key(),
+            &user,
+            &device,
+            "expired-test",
+            now - 1,
+        )
+        .unwrap();
+    let ekey = keys.join("expired");
+    std::fs::write(&ekey, key.to_openssh_private("expired", 1).as_str()).unwrap();
+    std::fs::set_permissions(&ekey, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(keys.join("expired-cert.pub"), format!("{expired}\n")).unwrap();
+    let only_expired = c.config.path().join("only_expired");
+    std::fs::write(
+        &only_expired,
+        format!(
+            "Host alpha\n  User ann@contoso.test\n  Port {}\n  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
+            alpha.port,
+            ekey.display(),
+            keys.join("expired-cert.pub").display(),
+            c.config.path().join("known_hosts").display()
+        ),
+    )
+    .unwrap();
+    let out = c
+        .plain_ssh(&[
+            "-F",
+            only_expired.to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "alpha",
+            "true",
+        ])
+        .await;
+    assert_eq!(out.code, 255, "{out:?}");
+    let log = alpha.sshd_log();
+    // The agent refuses it first ("expired or not yet valid"); sshd would too.
+    assert!(
+        log.contains("Certificate invalid: expired")
+            || log.contains("Certificate does not contain an authorized principal"),
+        "{log}"
+    );
+
+    // The agent stopped: NSS still answers at once, from its files; no login gets through.
+    alpha.m.stop().await;
+    let started = Instant::now();
+    let (code, out, err) = alpha.m.run_on("getent", &["passwd", "ann@contoso.test"]).await;
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ann@contoso.test:"), "{out}");
+    assert!(took < Duration::from_secs(1), "getent took {took:?}");
+    let out = c.plain_ssh(&plain_args).await;
+    assert_eq!(out.code, 255, "no agent, no login: {out:?}");
+
+    // The agent back, the server gone: logins continue within the staleness bound (3 s here),
+    // and are refused past it.
+    alpha.m.start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.plain_ssh(&plain_args).await.code != 0 {
+        assert!(Instant::now() < deadline, "the agent never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.stop().await;
+    let gone = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let out = c.plain_ssh(&plain_args).await;
+    assert_eq!(
+        out.code,
+        255,
+        "past the staleness bound with no server, no login ({:?} after): {out:?}",
+        gone.elapsed()
+    );
+    alpha.stop().await;
+}
+
+fn common_device_id(h: &Host) -> String {
+    let conf = std::fs::read_to_string(h.m.etc("usher/login.conf")).unwrap();
+    conf.lines()
+        .find_map(|l| {
+            l.strip_prefix("device_id = \"")
+                .map(|v| v.trim_end_matches('"').to_owned())
+        })
+        .unwrap()
+}

@@ -323,7 +323,7 @@ pub async fn sessions_ended(
     MachineCaller(m): MachineCaller,
     Json(ask): Json<EndedAsk>,
 ) -> Response {
-    let user = match &ask.principal_id {
+    let user = match ask.principal_id.as_deref().filter(|id| !id.is_empty()) {
         Some(id) => state.dir().get_user(id).await.ok(),
         None => state
             .dir()
