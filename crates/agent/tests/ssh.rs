@@ -952,3 +952,212 @@ fn common_device_id(h: &Host) -> String {
         })
         .unwrap()
 }
+
+/// An SSH certificate request on the refresh-token grant.
+async fn cert_request(s: &TestServer, refresh: &str, jwk: &str, device: &str, scope: &str) -> (u16, Value) {
+    s.token(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", usher_testkit::CLI_CLIENT_ID),
+        ("refresh_token", refresh),
+        ("scope", scope),
+        ("token_type", "ssh-cert"),
+        ("req_cnf", jwk),
+        ("device_id", device),
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_endpoint_issues_certificates_only_when_it_should() {
+    let (s, admin, sub, rg) = setup().await;
+    let mut alpha = Host::up(&s, &admin, &rg, "alpha", "").await;
+    let device = common_device_id(&alpha);
+    let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
+    let _nora = s.create_user("nora@contoso.test", "Sunny-garden-43", false).await;
+    assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, &ann).await;
+    let key = usher_crypto::ssh::SshUserKey::from_seed(&[9u8; 32]).unwrap();
+    let jwk = key.public_jwk().to_string();
+    let scope = "372140e0-b3b7-4226-8ef9-d57986796201/.default offline_access";
+    let rt = |b: &Value| {
+        b["refresh_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no refresh token: {b}"))
+            .to_owned()
+    };
+
+    // No role: L6's refusal, and the cached sign-in is not spent.
+    let (st, b) = s.password_token("nora@contoso.test", "Sunny-garden-43").await;
+    assert_eq!(st, 200, "{b}");
+    let nora_rt = rt(&b);
+    let (st, b) = cert_request(&s, &nora_rt, &jwk, &device, scope).await;
+    assert_eq!(st, 400, "{b}");
+    assert!(
+        b["error_codes"][0] == 50105 && b["error_description"].as_str().unwrap().contains(NO_ROLE),
+        "{b}"
+    );
+    let (st, b) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", usher_testkit::CLI_CLIENT_ID),
+            ("refresh_token", &nora_rt),
+        ])
+        .await;
+    assert_eq!(
+        st, 200,
+        "a refused certificate leaves the refresh token usable: {b}"
+    );
+
+    let (st, b) = s.password_token("ann@contoso.test", "Sunny-garden-41").await;
+    assert_eq!(st, 200, "{b}");
+    let mut ann_rt = rt(&b);
+    // Only for the VM Sign-In resource, with a usable key, for a named machine, on refresh.
+    let (st, b) = cert_request(&s, &ann_rt, &jwk, &device, "openid offline_access").await;
+    assert!(st == 400 && b["error_codes"][0] == 70011, "{b}");
+    let p256 = json!({"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}).to_string();
+    let (st, b) = cert_request(&s, &ann_rt, &p256, &device, scope).await;
+    assert!(
+        st == 400 && b["error_description"].as_str().unwrap().contains("req_cnf"),
+        "{b}"
+    );
+    let (st, b) = cert_request(&s, &ann_rt, &jwk, "", scope).await;
+    assert!(
+        st == 400 && b["error_description"].as_str().unwrap().contains("device_id"),
+        "{b}"
+    );
+    let (st, b) = s
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", usher_testkit::CLI_CLIENT_ID),
+            ("username", "ann@contoso.test"),
+            ("password", "Sunny-garden-41"),
+            ("scope", scope),
+            ("token_type", "ssh-cert"),
+            ("req_cnf", &jwk),
+            ("device_id", &device),
+        ])
+        .await;
+    assert!(
+        st == 400
+            && b["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("refresh_token grant"),
+        "{b}"
+    );
+
+    // The first connection needs the user's consent (SPEC L3); then the certificate comes.
+    let (st, b) = cert_request(&s, &ann_rt, &jwk, &device, scope).await;
+    assert!(st == 400 && b["error_codes"][0] == 65001, "{b}");
+    let user_token = {
+        let (_, b) = s
+            .token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", usher_testkit::CLI_CLIENT_ID),
+                ("refresh_token", &ann_rt),
+            ])
+            .await;
+        ann_rt = rt(&b);
+        b["access_token"].as_str().unwrap().to_owned()
+    };
+    let (st, t) = s
+        .api("GET", "/usher/ssh/target?machine=alpha", &user_token, None)
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(
+        (t["deviceId"].as_str(), t["consented"].as_bool()),
+        (Some(device.as_str()), Some(false))
+    );
+    let (st, b) = s
+        .api(
+            "POST",
+            "/usher/ssh/consent",
+            &user_token,
+            Some(json!({"machine": alpha.vm})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = cert_request(&s, &ann_rt, &jwk, &device, scope).await;
+    assert_eq!(st, 200, "{b}");
+    ann_rt = rt(&b);
+    assert_eq!(b["token_type"], "ssh-cert");
+    assert!(b["expires_in"].as_i64().unwrap() <= 3600);
+    let cert = usher_crypto::ssh::parse_certificate(b["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(cert.principals, vec!["ann@contoso.test".to_owned()]);
+    assert_eq!(cert.cert_type, usher_crypto::ssh::CertType::User);
+    assert_eq!(cert.subject, key.public_key());
+    assert!(cert.valid_before - cert.valid_after <= 3660, "{cert:?}");
+    assert!(
+        cert.extensions
+            .contains(&("device-id@usher".to_owned(), device.clone())),
+        "{cert:?}"
+    );
+    let (_, ca) = s.api("GET", "/usher/ssh/ca", &user_token, None).await;
+    assert_eq!(
+        cert.signature_key.to_openssh(),
+        ca["userCertificateAuthority"].as_str().unwrap()
+    );
+    // The key id is the sign-in's correlation id, so the sign-in log finds it.
+    let log = sign_ins(&s, &admin).await;
+    assert!(
+        log.iter()
+            .any(|e| e["correlationId"] == cert.key_id.as_str() && e["status"]["errorCode"] == 0),
+        "{}",
+        cert.key_id
+    );
+
+    // Someone with no role learns nothing about the machine from the lookup either.
+    let (_, b) = s.password_token("nora@contoso.test", "Sunny-garden-43").await;
+    let nora_token = b["access_token"].as_str().unwrap().to_owned();
+    for m in ["alpha", "no-such-machine"] {
+        let (st, b) = s
+            .api(
+                "GET",
+                &format!("/usher/ssh/target?machine={m}"),
+                &nora_token,
+                None,
+            )
+            .await;
+        assert_eq!(st, 403, "{b}");
+        assert!(b.to_string().contains(NO_ROLE), "{b}");
+    }
+
+    // Per-user MFA turned on after the sign-in: the cached sign-in no longer gets certificates.
+    let (st, b) = s
+        .api(
+            "PATCH",
+            &format!("/beta/users/{ann}/authentication/requirements"),
+            &admin,
+            Some(json!({"perUserMfaState": "enforced"})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+    let (_, b) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", usher_testkit::CLI_CLIENT_ID),
+            ("refresh_token", &ann_rt),
+        ])
+        .await;
+    ann_rt = rt(&b);
+    let (st, b) = cert_request(&s, &ann_rt, &jwk, &device, scope).await;
+    assert!(st == 400 && b["error_codes"][0] == 50076, "{b}");
+
+    // Consent is kept for at most 15 machines: the 16th forgets the oldest.
+    let arm = &s.running().state.arm;
+    let ids: Vec<String> = (0..16)
+        .map(|i| format!("00000000-0000-0000-0000-{i:012}"))
+        .collect();
+    for id in &ids {
+        arm.consent(&ann, id).await.unwrap();
+    }
+    assert!(
+        !arm.consented(&ann, &ids[0]).await.unwrap(),
+        "the oldest is forgotten"
+    );
+    assert!(arm.consented(&ann, &ids[15]).await.unwrap());
+    assert!(
+        !arm.consented(&ann, &device).await.unwrap(),
+        "alpha was older still"
+    );
+    alpha.stop().await;
+}
