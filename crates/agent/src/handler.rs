@@ -469,7 +469,7 @@ impl Machine<'_> {
             return (Outcome::fail(EXIT_FAILED, m), Some(device_id));
         }
         log.line("NSS: /etc/usher/passwd and /etc/usher/group written");
-        match renew_host_certificate(&self.api, &self.root).await {
+        match renew_host_certificate(self.api, &self.root).await {
             Ok(()) => log.line(&format!("Host certificate: {}", crate::loginconf::HOST_CERT)),
             Err(e) => {
                 let m = format!("Cannot get a host certificate: {e:#}.");

@@ -141,12 +141,13 @@ pub fn pam_with_usher(current: &str) -> String {
             let has_include = lines
                 .iter()
                 .any(|x| x.trim().starts_with("@include") && kind_of(x).as_deref() == Some(&kind));
-            if !placed.contains(&kind) && (include || !has_include) {
-                if let Some((_, ours)) = OURS.iter().find(|(k, _)| *k == kind) {
-                    out.push_str(ours);
-                    out.push('\n');
-                    placed.insert(kind.clone());
-                }
+            if !placed.contains(&kind)
+                && (include || !has_include)
+                && let Some((_, ours)) = OURS.iter().find(|(k, _)| *k == kind)
+            {
+                out.push_str(ours);
+                out.push('\n');
+                placed.insert(kind.clone());
             }
         }
         out.push_str(l);

@@ -336,7 +336,8 @@ mod unit_file_tests {
         );
         for required in [
             "ProtectSystem=strict",
-            "ProtectHome=yes",
+            "ReadWritePaths=/home",
+            "RuntimeDirectory=usher",
             "PrivateTmp=yes",
             "NoNewPrivileges=yes",
             "UMask=0077",

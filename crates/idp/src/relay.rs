@@ -91,7 +91,7 @@ impl Idp {
         self.directory()
             .store()
             .insert(
-                Record::from_value(RELAY_FLOW, &usher_crypto::secret::digest(&handle), &flow)?
+                Record::from_value(RELAY_FLOW, usher_crypto::secret::digest(&handle), &flow)?
                     .with_expiry(self.now() + RELAY_FLOW_SECS),
             )
             .await?;
