@@ -28,6 +28,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: nssbench CALLS USERS BASE_UID\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     int n = atoi(argv[1]), users = atoi(argv[2]);
     unsigned long base = strtoul(argv[3], NULL, 10);
     double *t = malloc(sizeof(double) * n);

@@ -116,6 +116,11 @@ async fn join_extension_duplicate_hostname_and_removal() {
     let mut a = Machine::new("web1", DEBIAN12);
     std::fs::create_dir_all(a.etc("ssh/sshd_config.d")).unwrap();
     std::fs::write(a.etc("ssh/sshd_config.d/10-usher.conf"), "# operator's file\n").unwrap();
+    // What the extension edits, as the machine had it before.
+    let before: Vec<(&str, String)> = ["nsswitch.conf", "pam.d/sshd", "pam.d/login", "pam.d/sudo"]
+        .into_iter()
+        .map(|f| (f, std::fs::read_to_string(a.etc(f)).unwrap()))
+        .collect();
     let (web1, token) = vm(&s, &admin, &rg, "web1", true).await;
     let (code, out, err) = a.join(&s, &token).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -351,6 +356,25 @@ async fn join_extension_duplicate_hostname_and_removal() {
         "# operator's file\n"
     );
     assert!(!a.etc("usher/login.conf").exists());
+    // Everything else goes back too: the edited files byte for byte, the modules, the helper,
+    // the CA, sudoers and the host certificate.
+    for (f, text) in &before {
+        assert_eq!(&std::fs::read_to_string(a.etc(f)).unwrap(), text, "{f} restored");
+    }
+    for gone in [
+        "ssh/usher_user_ca.pub",
+        "sudoers.d/usher-admins",
+        "ssh/ssh_host_ed25519_key-cert.pub",
+    ] {
+        assert!(!a.etc(gone).exists(), "{gone} removed");
+    }
+    for gone in [
+        "lib/x86_64-linux-gnu/libnss_usher.so.2",
+        "lib/x86_64-linux-gnu/security/pam_usher.so",
+        "libexec/usher/usher-principals",
+    ] {
+        assert!(!a.usr_upper(gone).exists(), "{gone} removed");
+    }
     let status = a.status().await;
     assert_eq!(status["DeviceJoined"], "NO", "{status}");
     let (_, devices) = s.api("GET", "/v1.0/devices", &admin, None).await;

@@ -207,6 +207,19 @@ pub fn group_by_gid(path: &Path, gid: u32) -> Option<Group> {
     with_groups(path, |i| i.by_gid.get(&gid).map(|&n| i.groups[n].clone())).flatten()
 }
 
+/// The GIDs of the groups `user` is a member of (what `initgroups` needs: no member lists are
+/// copied, however large `usher-admins` is).
+pub fn gids_of(path: &Path, user: &str) -> Vec<u32> {
+    let user = user.to_ascii_lowercase();
+    with_groups(path, |i| {
+        i.by_member
+            .get(&user)
+            .map(|v| v.iter().map(|&n| i.groups[n].gid).collect())
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
 /// The groups `user` is a member of (supplementary groups).
 pub fn groups_of(path: &Path, user: &str) -> Vec<Group> {
     let user = user.to_ascii_lowercase();
@@ -249,6 +262,7 @@ mod tests {
             vec!["ann@contoso.test"]
         );
         assert_eq!(groups_of(&gr, "ann@contoso.test").len(), 1);
+        assert_eq!(gids_of(&gr, "ANN@contoso.test"), vec![2_147_352_576]);
         assert!(user_by_name(&tmp.join("missing"), "ann@contoso.test").is_none());
         // The password path's USHER\ prefix names the same user.
         assert_eq!(

@@ -241,11 +241,11 @@ pub unsafe extern "C" fn _nss_usher_initgroups_dyn(
         let Some(name) = name_of(user) else {
             return NSS_STATUS_NOTFOUND;
         };
-        let groups = cache::groups_of(Path::new(cache::GROUP_FILE), &name);
-        if groups.is_empty() {
+        let gids = cache::gids_of(Path::new(cache::GROUP_FILE), &name);
+        if gids.is_empty() {
             return NSS_STATUS_NOTFOUND;
         }
-        for g in groups.iter().filter(|g| g.gid != skip) {
+        for gid in gids.into_iter().filter(|g| *g != skip) {
             // SAFETY: glibc's contract: `start`, `size`, `groupsp` are valid; the array holds
             // `*size` entries and was allocated with malloc, so realloc may grow it.
             unsafe {
@@ -266,7 +266,7 @@ pub unsafe extern "C" fn _nss_usher_initgroups_dyn(
                     *groupsp = grown;
                     *size = new_size;
                 }
-                *(*groupsp).add(usize::try_from(*start).unwrap_or(0)) = g.gid;
+                *(*groupsp).add(usize::try_from(*start).unwrap_or(0)) = gid;
                 *start += 1;
             }
         }

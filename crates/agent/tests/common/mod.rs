@@ -16,6 +16,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod login;
+
 use serde_json::Value;
 use usher_testkit::TestServer;
 
