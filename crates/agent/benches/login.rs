@@ -44,22 +44,7 @@ async fn main() {
 
     // Certificate login: the block `usher ssh config` writes, used by plain ssh.
     let keys = c.config.path().join("keys");
-    let out = c
-        .usher(&[
-            "ssh",
-            "config",
-            "--hostname",
-            "alpha",
-            "--port",
-            &alpha.port.to_string(),
-            "--yes",
-            "--keys-dir",
-            keys.to_str().unwrap(),
-        ])
-        .await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let cfg = c.config.path().join("ssh_config");
-    std::fs::write(&cfg, &out.stdout).unwrap();
+    let cfg = c.ssh_config(&alpha, &keys).await;
     let cfg = cfg.to_str().unwrap().to_owned();
 
     // Plain key login on the same sshd: a local account with an authorized key.
@@ -149,23 +134,12 @@ async fn main() {
     // Revocation: a live session, the role removed, the time until the session ends.
     let mut revoke = Vec::new();
     for _ in 0..runs.min(10) {
-        let mut live = tokio::process::Command::new("unshare");
-        live.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
-            "sh",
-        ])
-        .arg(&c.hosts)
-        .args(["ssh", "-F", &cfg, "-o", "BatchMode=yes", "alpha", "sleep", "120"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
+        let mut live = c.command(
+            std::path::Path::new("ssh"),
+            &["-F", &cfg, "-o", "BatchMode=yes", "alpha", "sleep", "120"],
+        );
+        live.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         let mut live = live.spawn().unwrap();
         let sessions = alpha.m.state().join("sessions.json");
         let deadline = Instant::now() + Duration::from_secs(20);

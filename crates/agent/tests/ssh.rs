@@ -144,26 +144,7 @@ async fn certificate_logins_roles_admins_and_machine_binding() {
     // A certificate for alpha is refused on beta (where ann has a role too): `usher ssh config`
     // writes alpha's key and certificate, then plain ssh presents them to beta.
     let keys = c_ann.config.path().join("keys");
-    let out = c_ann
-        .usher(&[
-            "ssh",
-            "config",
-            "--hostname",
-            "alpha",
-            "--port",
-            &alpha.port.to_string(),
-            "--yes",
-            "--keys-dir",
-            keys.to_str().unwrap(),
-        ])
-        .await;
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout.contains("Host alpha") && out.stdout.contains("CertificateFile"),
-        "{out:?}"
-    );
-    let config_file = c_ann.config.path().join("ssh_config");
-    std::fs::write(&config_file, &out.stdout).unwrap();
+    let config_file = c_ann.ssh_config(&alpha, &keys).await;
     // Plain ssh with the block: works on alpha.
     let out = c_ann
         .plain_ssh(&[
@@ -398,41 +379,24 @@ async fn password_path_one_time_codes_lockout_and_revocation() {
     // Revocation (SPEC L8): a live session of pia ends when her role goes.
     let c_pia = Client::signed_in(&s, "pia@contoso.test", "Sunny-garden-51", &["alpha"]).await;
     let port = alpha.port.to_string();
-    let mut live = tokio::process::Command::new("unshare");
-    live.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
-        "sh",
-    ])
-    .arg(&c_pia.hosts)
-    .arg(cli_path())
-    .args([
-        "ssh",
-        "vm",
-        "--hostname",
-        "alpha",
-        "--port",
-        &port,
-        "--yes",
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "sleep",
-        "120",
-    ])
-    .env("USHER_CONFIG_DIR", c_pia.config.path())
-    .env("USHER_SERVER", &s.url)
-    .env("USHER_CA_FILE", &s.ca)
-    .env("HOME", c_pia.config.path())
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    let mut live = c_pia.command(
+        &cli_path(),
+        &[
+            "ssh",
+            "vm",
+            "--hostname",
+            "alpha",
+            "--port",
+            &port,
+            "--yes",
+            "--",
+            "-o",
+            "BatchMode=yes",
+            "sleep",
+            "120",
+        ],
+    );
+    live.stdout(Stdio::null());
     let mut live = live.spawn().unwrap();
     let sessions = alpha.m.state().join("sessions.json");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -509,22 +473,7 @@ async fn agent_down_expired_certificates_and_the_staleness_bound() {
     wait_for_login(&alpha, "ann@contoso.test", true).await;
     let c = Client::signed_in(&s, "ann@contoso.test", "Sunny-garden-41", &["alpha"]).await;
     let keys = c.config.path().join("keys");
-    let out = c
-        .usher(&[
-            "ssh",
-            "config",
-            "--hostname",
-            "alpha",
-            "--port",
-            &alpha.port.to_string(),
-            "--yes",
-            "--keys-dir",
-            keys.to_str().unwrap(),
-        ])
-        .await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let config_file = c.config.path().join("ssh_config");
-    std::fs::write(&config_file, &out.stdout).unwrap();
+    let config_file = c.ssh_config(&alpha, &keys).await;
     let cf = config_file.to_str().unwrap().to_owned();
     let plain_args = ["-F", cf.as_str(), "-o", "BatchMode=yes", "alpha", "whoami"];
     assert_eq!(c.plain_ssh(&plain_args).await.code, 0);

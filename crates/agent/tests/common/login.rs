@@ -178,8 +178,9 @@ impl Client {
         c
     }
 
-    /// Runs `usher ARGS` in a mount namespace with the client's `/etc/hosts`.
-    pub async fn usher(&self, args: &[&str]) -> Out {
+    /// `PROGRAM ARGS` in a mount namespace with the client's `/etc/hosts`, with the client's
+    /// `usher` settings in the environment.
+    pub fn command(&self, program: &std::path::Path, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("unshare");
         c.args([
             "--mount",
@@ -192,7 +193,7 @@ impl Client {
             "sh",
         ])
         .arg(&self.hosts)
-        .arg(cli_path())
+        .arg(program)
         .args(args)
         .env("USHER_CONFIG_DIR", self.config.path())
         .env("USHER_SERVER", &self.server)
@@ -202,15 +203,50 @@ impl Client {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+        c
+    }
+
+    async fn output(&self, program: &std::path::Path, args: &[&str]) -> Out {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.command(program, args).output())
             .await
-            .expect("usher timed out")
+            .unwrap_or_else(|_| panic!("{} timed out", program.display()))
             .unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `usher ARGS` on the client.
+    pub async fn usher(&self, args: &[&str]) -> Out {
+        self.output(&cli_path(), args).await
+    }
+
+    /// Runs `usher ssh config` for `host` with keys in `keys`; returns the config file written.
+    pub async fn ssh_config(&self, host: &Host, keys: &std::path::Path) -> PathBuf {
+        let port = host.port.to_string();
+        let out = self
+            .usher(&[
+                "ssh",
+                "config",
+                "--hostname",
+                &host.m.name,
+                "--port",
+                &port,
+                "--yes",
+                "--keys-dir",
+                keys.to_str().unwrap(),
+            ])
+            .await;
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("Host {}", host.m.name)) && out.stdout.contains("CertificateFile"),
+            "{out:?}"
+        );
+        let file = self.config.path().join(format!("ssh_config.{}", host.m.name));
+        std::fs::write(&file, &out.stdout).unwrap();
+        file
     }
 
     pub async fn ssh(&self, host: &Host, command: &[&str]) -> Out {
@@ -233,34 +269,7 @@ impl Client {
 
     /// Plain `ssh` (no usher) with options, in the client's namespace.
     pub async fn plain_ssh(&self, args: &[&str]) -> Out {
-        let mut c = tokio::process::Command::new("unshare");
-        c.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"",
-            "sh",
-        ])
-        .arg(&self.hosts)
-        .arg("ssh")
-        .args(args)
-        .env("HOME", self.config.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(60), c.output())
-            .await
-            .expect("ssh timed out")
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.output(std::path::Path::new("ssh"), args).await
     }
 }
 

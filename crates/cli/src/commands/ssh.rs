@@ -189,6 +189,21 @@ fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Writes `DIR/NAME` (the private key) and `DIR/NAME-cert.pub`, both 0600.
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    upn: &str,
+    key: &usher_crypto::ssh::SshUserKey,
+    cert: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let key_path = dir.join(name);
+    let cert_path = dir.join(format!("{name}-cert.pub"));
+    write_private(&key_path, &key.to_openssh_private(upn, rand::random()), 0o600)?;
+    write_private(&cert_path, &format!("{cert}\n"), 0o600)?;
+    Ok((key_path, cert_path))
+}
+
 /// Checks the system's OpenSSH is 7.8 or later (SPEC L10).
 fn check_openssh() -> Result<()> {
     let out = std::process::Command::new("ssh")
@@ -210,10 +225,19 @@ fn check_openssh() -> Result<()> {
     }
 }
 
-async fn ssh_vm(ctx: &Context, args: SshVmArgs) -> Result<i32> {
-    check_openssh()?;
+/// What both commands need before ssh runs: the machine, allowed (SPEC L3), the host CA in
+/// `known_hosts`, and a fresh key with its certificate.
+struct Prepared {
+    host: String,
+    upn: String,
+    known: PathBuf,
+    key: usher_crypto::ssh::SshUserKey,
+    cert: String,
+}
+
+async fn prepare(ctx: &Context, target_args: &SshTargetArgs, yes: bool) -> Result<Prepared> {
     let (client, session) = ctx.api().await?;
-    let machine = machine_of(&args.target, &session)?;
+    let machine = machine_of(target_args, &session)?;
     let t = target(&client, &machine).await?;
     let host = t["hostname"]
         .as_str()
@@ -223,18 +247,32 @@ async fn ssh_vm(ctx: &Context, args: SshVmArgs) -> Result<i32> {
         .as_str()
         .context("the server named no device")?
         .to_owned();
-    let upn = session.user.clone();
-    ensure_consent(&client, &t, &upn, args.yes).await?;
+    ensure_consent(&client, &t, &session.user, yes).await?;
     let known = known_hosts(ctx, &client).await?;
     let (key, cert) = certificate(ctx, &client, &device).await?;
+    Ok(Prepared {
+        host,
+        upn: session.user,
+        known,
+        key,
+        cert,
+    })
+}
+
+async fn ssh_vm(ctx: &Context, args: SshVmArgs) -> Result<i32> {
+    check_openssh()?;
+    let Prepared {
+        host,
+        upn,
+        known,
+        key,
+        cert,
+    } = prepare(ctx, &args.target, args.yes).await?;
     let dir = tempfile::Builder::new()
         .prefix("usher-ssh-")
         .tempdir()
         .context("cannot make a private temporary directory")?;
-    let key_path = dir.path().join("id");
-    let cert_path = dir.path().join("id-cert.pub");
-    write_private(&key_path, &key.to_openssh_private(&upn, rand::random()), 0o600)?;
-    write_private(&cert_path, &format!("{cert}\n"), 0o600)?;
+    let (key_path, cert_path) = write_pair(dir.path(), "id", &upn, &key, &cert)?;
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-i")
         .arg(&key_path)
@@ -266,20 +304,13 @@ async fn ssh_vm(ctx: &Context, args: SshVmArgs) -> Result<i32> {
 }
 
 async fn ssh_config(ctx: &Context, args: SshConfigArgs) -> Result<()> {
-    let (client, session) = ctx.api().await?;
-    let machine = machine_of(&args.target, &session)?;
-    let t = target(&client, &machine).await?;
-    let host = t["hostname"]
-        .as_str()
-        .context("the server named no host")?
-        .to_owned();
-    let device = t["deviceId"]
-        .as_str()
-        .context("the server named no device")?
-        .to_owned();
-    ensure_consent(&client, &t, &session.user, args.yes).await?;
-    let known = known_hosts(ctx, &client).await?;
-    let (key, cert) = certificate(ctx, &client, &device).await?;
+    let Prepared {
+        host,
+        upn,
+        known,
+        key,
+        cert,
+    } = prepare(ctx, &args.target, args.yes).await?;
     let keys = args
         .keys_dir
         .clone()
@@ -289,17 +320,10 @@ async fn ssh_config(ctx: &Context, args: SshConfigArgs) -> Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700))?;
     }
-    let key_path = keys.join(&host);
-    let cert_path = keys.join(format!("{host}-cert.pub"));
-    write_private(
-        &key_path,
-        &key.to_openssh_private(&session.user, rand::random()),
-        0o600,
-    )?;
-    write_private(&cert_path, &format!("{cert}\n"), 0o600)?;
+    let (key_path, cert_path) = write_pair(&keys, &host, &upn, &key, &cert)?;
     let mut block = format!(
         "# usher: {host} (certificate valid for an hour: run `usher ssh config` again to renew)\nHost {host}\n  User {}\n  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
-        session.user,
+        upn,
         key_path.display(),
         cert_path.display(),
         known.display()

@@ -85,24 +85,6 @@ impl Idp {
         if !self.family_is_live(&stored.family_id).await? {
             return Err(IdpError::grant_revoked());
         }
-        // An SSH certificate is refused before the refresh token is spent, so a refusal leaves
-        // the cached sign-in usable.
-        let admission = match ssh {
-            Some(req) => Some(self.admit_ssh(&stored, req, attempt).await?),
-            None => None,
-        };
-        stored.used = true;
-        let mut used = rec.clone();
-        used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
-        match store.update(used).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict { .. }) => {
-                // Someone else used it at the same moment: that is reuse too.
-                self.revoke_family(&stored.family_id).await?;
-                return Err(IdpError::grant_revoked());
-            }
-            Err(e) => return Err(e.into()),
-        }
         let user = match self.directory().get_user(&stored.user_id).await {
             Ok(u) => u,
             Err(DirectoryError::NotFound { .. }) => return Err(IdpError::refresh_expired()),
@@ -116,6 +98,24 @@ impl Idp {
         if stored.auth_time < user.refresh_tokens_valid_from {
             self.revoke_family(&stored.family_id).await?;
             return Err(IdpError::grant_revoked());
+        }
+        // An SSH certificate is refused before the refresh token is spent, so a refusal leaves
+        // the cached sign-in usable.
+        let admission = match ssh {
+            Some(req) => Some(self.admit_ssh(&user, &stored, req).await?),
+            None => None,
+        };
+        stored.used = true;
+        let mut used = rec.clone();
+        used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
+        match store.update(used).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                // Someone else used it at the same moment: that is reuse too.
+                self.revoke_family(&stored.family_id).await?;
+                return Err(IdpError::grant_revoked());
+            }
+            Err(e) => return Err(e.into()),
         }
         let scope_string = req
             .scope
@@ -167,22 +167,10 @@ impl Idp {
     /// Per-user MFA and the resource manager's admission, for an SSH certificate.
     async fn admit_ssh(
         &self,
+        user: &usher_directory::model::User,
         stored: &StoredRefresh,
         req: &crate::ssh::SshRequest,
-        attempt: &mut Attempt,
     ) -> IdpResult<crate::ssh::Admission> {
-        let user = match self.directory().get_user(&stored.user_id).await {
-            Ok(u) => u,
-            Err(DirectoryError::NotFound { .. }) => return Err(IdpError::refresh_expired()),
-            Err(e) => return Err(e.into()),
-        };
-        attempt.upn.clone_from(&user.user_principal_name);
-        if !user.account_enabled {
-            return Err(IdpError::disabled());
-        }
-        if stored.auth_time < user.refresh_tokens_valid_from {
-            return Err(IdpError::grant_revoked());
-        }
         if user.mfa_state.requires_mfa() && !stored.amr.iter().any(|m| m == "mfa") {
             return Err(crate::ssh::mfa_needed());
         }
@@ -193,6 +181,6 @@ impl Idp {
                 "SSH certificates are not available on this server.",
             )
         })?;
-        gate.admit(&user, &req.device_id).await
+        gate.admit(user, &req.device_id).await
     }
 }

@@ -119,6 +119,17 @@ pub async fn authorities(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// The calling machine's device id, or the refusal for a machine without one.
+fn device_of(m: &usher_arm::Machine) -> Result<String, ArmError> {
+    m.device_id().map(str::to_owned).ok_or_else(|| {
+        ArmError::new(
+            409,
+            "DeviceNotRegistered",
+            "The machine has no device yet: install the login extension first.",
+        )
+    })
+}
+
 /// A host certificate request.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -132,12 +143,9 @@ pub async fn host_certificate(
     MachineCaller(m): MachineCaller,
     Json(ask): Json<HostCertAsk>,
 ) -> Response {
-    let Some(device) = m.device_id().map(str::to_owned) else {
-        return arm_error(ArmError::new(
-            409,
-            "DeviceNotRegistered",
-            "The machine has no device yet: install the login extension first.",
-        ));
+    let device = match device_of(&m) {
+        Ok(d) => d,
+        Err(e) => return arm_error(e),
     };
     let key = match usher_crypto::ssh::SshPublicKey::from_openssh(&ask.public_key) {
         Ok(k) => k,
@@ -207,12 +215,9 @@ pub async fn relay(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(ask): Json<RelayAsk>,
 ) -> Response {
-    let Some(device) = m.device_id().map(str::to_owned) else {
-        return arm_error(ArmError::new(
-            409,
-            "DeviceNotRegistered",
-            "The machine has no device yet: install the login extension first.",
-        ));
+    let device = match device_of(&m) {
+        Ok(d) => d,
+        Err(e) => return arm_error(e),
     };
     let outcome = match (&ask.flow, &ask.code, &ask.user, &ask.password) {
         (Some(flow), Some(code), _, _) => state.idp.relay_code(&device, flow, code).await,
