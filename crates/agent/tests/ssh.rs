@@ -9,7 +9,9 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::login::{Client, Host, Out, assign, cli_path, group_with, setup, uid_on, wait_for_login};
+use common::login::{
+    Client, Host, Out, assign, cli_path, enforce_mfa, group_with, setup, uid_on, wait_for_login,
+};
 use serde_json::{Value, json};
 use usher_testkit::TestServer;
 
@@ -321,15 +323,7 @@ async fn password_path_one_time_codes_lockout_and_revocation() {
     assert!(out.stderr.contains(BAD_CREDENTIALS), "{out:?}");
 
     // MFA (per-user, enforced) with a registered authenticator: password, then a code.
-    let (st, b) = s
-        .api(
-            "PATCH",
-            &format!("/beta/users/{mia}/authentication/requirements"),
-            &admin,
-            Some(json!({"perUserMfaState": "enforced"})),
-        )
-        .await;
-    assert!(st == 204 || st == 200, "{b}");
+    enforce_mfa(&s, &admin, &mia).await;
     let secret = b"usher-test-totp-secret-20bytes!!".to_vec();
     let dir = s.running().state.dir().clone();
     let now = usher_core::Clock::now_unix(&usher_core::SystemClock);
@@ -743,15 +737,7 @@ async fn the_token_endpoint_issues_certificates_only_when_it_should() {
     }
 
     // Per-user MFA turned on after the sign-in: the cached sign-in no longer gets certificates.
-    let (st, b) = s
-        .api(
-            "PATCH",
-            &format!("/beta/users/{ann}/authentication/requirements"),
-            &admin,
-            Some(json!({"perUserMfaState": "enforced"})),
-        )
-        .await;
-    assert!(st == 204 || st == 200, "{b}");
+    enforce_mfa(&s, &admin, &ann).await;
     let (_, b) = s
         .token(&[
             ("grant_type", "refresh_token"),

@@ -353,3 +353,16 @@ pub async fn wait_for_login(h: &Host, upn: &str, present: bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Turns on per-user MFA (enforced) for a user.
+pub async fn enforce_mfa(s: &TestServer, admin: &str, user: &str) {
+    let (st, b) = s
+        .api(
+            "PATCH",
+            &format!("/beta/users/{user}/authentication/requirements"),
+            admin,
+            Some(json!({"perUserMfaState": "enforced"})),
+        )
+        .await;
+    assert!(st == 204 || st == 200, "{b}");
+}
