@@ -163,6 +163,110 @@ pub fn dns_query(server: IpAddr, name: &str) -> Result<Vec<IpAddr>, String> {
 }
 
 /// Runs every check.
+/// The sshd settings the login path needs, as `sshd -T` prints them.
+pub const SSHD_NEEDS: [(&str, &str); 5] = [
+    ("trustedusercakeys", crate::loginconf::USER_CA_FILE),
+    (
+        "authorizedprincipalscommand",
+        "/usr/libexec/usher/usher-principals %u %k",
+    ),
+    ("authorizedprincipalscommanduser", "root"),
+    ("usepam", "yes"),
+    ("kbdinteractiveauthentication", "yes"),
+];
+
+/// The needed sshd settings that `sshd -T` output does not have (another file set them first).
+pub fn sshd_settings_missing(effective: &str) -> Vec<String> {
+    SSHD_NEEDS
+        .iter()
+        .filter(|(key, value)| {
+            !effective.lines().any(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(k, v)| k.eq_ignore_ascii_case(key) && v.trim() == *value)
+            })
+        })
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect()
+}
+
+/// What the login extension installed is still there and in effect: the modules and helper,
+/// `usher` in nsswitch.conf, `pam_usher.so` in sshd's stack, and sshd's effective settings.
+pub fn login_layer_checks(root: &std::path::Path) -> Vec<Check> {
+    use crate::loginconf as lc;
+    let mut out = Vec::new();
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let missing: Vec<&str> = lc::SHIPPED
+        .iter()
+        .map(|s| s.target)
+        .filter(|t| !at(t).is_file())
+        .collect();
+    out.push(if missing.is_empty() {
+        Check::pass(
+            "login modules",
+            "the NSS and PAM modules and the sshd helper are installed",
+        )
+    } else {
+        Check::fail(
+            "login modules",
+            format!("missing: {}", missing.join(", ")),
+            "set the extension again (usher vm extension set --force-update ...)",
+        )
+    });
+    let nss = std::fs::read_to_string(at(lc::NSSWITCH)).unwrap_or_default();
+    let enabled = ["passwd", "group"].iter().all(|db| {
+        nss.lines().any(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, v)| k.trim() == *db && v.split_whitespace().any(|w| w == "usher"))
+        })
+    });
+    out.push(if enabled {
+        Check::pass("name service", "nsswitch.conf names usher for passwd and group")
+    } else {
+        Check::fail(
+            "name service",
+            "nsswitch.conf does not name usher for passwd and group: directory users are unknown here",
+            "set the extension again, or add usher after files on the passwd and group lines",
+        )
+    });
+    let pam = std::fs::read_to_string(at("/etc/pam.d/sshd")).unwrap_or_default();
+    out.push(if pam.contains("pam_usher.so") {
+        Check::pass("PAM", "/etc/pam.d/sshd uses pam_usher.so")
+    } else {
+        Check::fail(
+            "PAM",
+            "/etc/pam.d/sshd does not use pam_usher.so: the password path and home directories do not work",
+            "set the extension again, or add the lines from docs/login.md",
+        )
+    });
+    if root == std::path::Path::new("/") && std::path::Path::new("/usr/sbin/sshd").exists() {
+        match std::process::Command::new("/usr/sbin/sshd").arg("-T").output() {
+            Ok(o) if o.status.success() => {
+                let missing = sshd_settings_missing(&String::from_utf8_lossy(&o.stdout));
+                out.push(if missing.is_empty() {
+                    Check::pass("sshd", "sshd -T shows the certificate authority, the principals helper and keyboard-interactive")
+                } else {
+                    Check::fail(
+                        "sshd",
+                        format!("sshd -T does not show: {}", missing.join("; ")),
+                        "an earlier file in /etc/ssh/sshd_config.d or sshd_config sets these first: remove those lines there",
+                    )
+                });
+            }
+            Ok(o) => out.push(Check::fail(
+                "sshd",
+                format!("sshd -T failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+                "fix the sshd configuration it names",
+            )),
+            Err(e) => out.push(Check::fail(
+                "sshd",
+                format!("cannot run sshd -T: {e}"),
+                "install openssh-server",
+            )),
+        }
+    }
+    out
+}
+
 pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
     let mut checks = Vec::new();
     let joined = match state.joined() {
@@ -310,10 +414,13 @@ pub async fn run(state: &StateDir, dns: Option<IpAddr>) -> Vec<Check> {
         .values()
         .any(|e| e.handler == usher_proto::compute::LINUX_LOGIN_CANONICAL && e.state == "Succeeded");
     match (ext_ok, std::fs::read_to_string(login_conf)) {
-        (true, Ok(t)) if t.starts_with(crate::files::MARKER) => checks.push(Check::pass(
-            "login configuration",
-            "the login extension succeeded and /etc/usher/login.conf is in place",
-        )),
+        (true, Ok(t)) if t.starts_with(crate::files::MARKER) => {
+            checks.push(Check::pass(
+                "login configuration",
+                "the login extension succeeded and /etc/usher/login.conf is in place",
+            ));
+            checks.extend(login_layer_checks(std::path::Path::new("/")));
+        }
         (true, _) => checks.push(Check::fail(
             "login configuration",
             "the login extension succeeded but /etc/usher/login.conf is missing or was changed",
@@ -413,6 +520,31 @@ mod tests {
         let e = dns_query(ip, "missing.example.test").unwrap_err();
         assert!(e.contains("no such name"), "{e}");
         h.join().unwrap();
+    }
+
+    #[test]
+    fn sshd_effective_settings_are_checked() {
+        let good = "port 22\ntrustedusercakeys /etc/ssh/usher_user_ca.pub\nauthorizedprincipalscommand /usr/libexec/usher/usher-principals %u %k\nauthorizedprincipalscommanduser root\nusepam yes\nkbdinteractiveauthentication yes\n";
+        assert!(sshd_settings_missing(good).is_empty());
+        let overridden = good.replace(
+            "kbdinteractiveauthentication yes",
+            "kbdinteractiveauthentication no",
+        );
+        assert_eq!(
+            sshd_settings_missing(&overridden),
+            vec!["kbdinteractiveauthentication yes".to_owned()]
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let checks = login_layer_checks(tmp.path());
+        assert!(
+            checks.iter().all(|c| !c.pass),
+            "nothing installed: every check fails"
+        );
+        assert!(
+            checks[0].detail.contains("libnss_usher.so.2"),
+            "{}",
+            checks[0].detail
+        );
     }
 
     #[test]

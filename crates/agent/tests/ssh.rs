@@ -57,6 +57,18 @@ async fn certificate_logins_roles_admins_and_machine_binding() {
         Some("%usher-admins ALL=(ALL) NOPASSWD: ALL")
     );
 
+    // The doctor sees the login layer in place and in effect (sshd -T included).
+    let (_, out, err) = alpha.m.exec(&["doctor", "-o", "json"]).await;
+    let checks: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    for name in ["login modules", "name service", "PAM", "sshd"] {
+        let c = checks.as_array().unwrap().iter().find(|c| c["check"] == name);
+        assert_eq!(
+            c.map(|c| c["result"].clone()),
+            Some(json!("PASS")),
+            "{name}: {checks}"
+        );
+    }
+
     let ann = s.create_user("ann@contoso.test", "Sunny-garden-41", false).await;
     let adam = s.create_user("adam@contoso.test", "Sunny-garden-42", false).await;
     let nora = s.create_user("nora@contoso.test", "Sunny-garden-43", false).await;
