@@ -143,9 +143,66 @@ async fn certificate_logins_roles_admins_and_machine_binding() {
     }
 
     // A role through nested groups at the resource group: allowed.
+    // Gina answers the first-connection question herself, at a terminal: "n" sends nothing,
+    // "y" logs her in, and the answer is remembered (no question the next time).
     let c_gina = Client::signed_in(&s, "gina@contoso.test", "Sunny-garden-45", &["alpha"]).await;
-    let out = c_gina.ssh(&alpha, &["whoami"]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    let at_terminal = |answer: &'static str| {
+        let cmd = format!(
+            "{} ssh vm --hostname alpha --port {} -- -o BatchMode=yes whoami",
+            cli_path().display(),
+            alpha.port
+        );
+        let c = &c_gina;
+        async move {
+            let mut script = c.command(std::path::Path::new("script"), &["-qec", &cmd, "/dev/null"]);
+            script.stdin(Stdio::piped());
+            let mut child = script.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, answer.as_bytes())
+                .await
+                .unwrap();
+            let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap();
+            drop(stdin);
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let (code, text) = at_terminal("n\n").await;
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("Allow gina@contoso.test to sign in to 'alpha'?"),
+        "{text}"
+    );
+    assert!(text.contains("Not allowed"), "{text}");
+    let (code, text) = at_terminal("y\n").await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("gina@contoso.test\r\n") || text.trim_end().ends_with("gina@contoso.test"),
+        "{text}"
+    );
+    let out = c_gina
+        .usher(&[
+            "ssh",
+            "vm",
+            "--hostname",
+            "alpha",
+            "--port",
+            &alpha.port.to_string(),
+            "--",
+            "-o",
+            "BatchMode=yes",
+            "whoami",
+        ])
+        .await;
+    assert_eq!(
+        out.code, 0,
+        "remembered, so no question without a terminal: {out:?}"
+    );
     assert_eq!(out.stdout.trim(), "gina@contoso.test");
 
     // An IP address is refused with the seed's explanation.
