@@ -38,7 +38,25 @@ pub fn status_json(state: &StateDir) -> Result<Value> {
             .and_then(|v| v["logins"].as_array().map(Vec::len))
             .unwrap_or(0),
         "ArcAddress": status.arc_address.clone().unwrap_or_default(),
+        // Directory users signed in on this machine now (PAM sessions the agent recorded).
+        "SignedInUsers": signed_in_users(state),
     }))
+}
+
+/// The users with live sessions, each with how many, from the agent's session list (sessions
+/// whose process is gone are not counted).
+fn signed_in_users(state: &StateDir) -> Value {
+    let sessions: Vec<crate::local::LiveSession> = std::fs::read(state.sessions_path())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut users: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for s in sessions {
+        if crate::local::process_start(s.pid) == Some(s.start) {
+            *users.entry(s.user).or_default() += 1;
+        }
+    }
+    serde_json::to_value(users).unwrap_or(Value::Null)
 }
 
 /// The status as text, one `Name : value` per line.
@@ -77,6 +95,16 @@ pub fn status_text(v: &Value) -> String {
             }
         }
         _ => out.push_str("                none\n"),
+    }
+    out.push_str("\n+----------------------------------------------------------------------+\n| User State                                                           |\n+----------------------------------------------------------------------+\n\n");
+    out.push_str(&format!("{:>20} : {}\n", "CachedLogins", v["CachedLogins"]));
+    match v["SignedInUsers"].as_object() {
+        Some(users) if !users.is_empty() => {
+            for (user, n) in users {
+                out.push_str(&format!("{user:>20} : signed in ({n} session(s))\n"));
+            }
+        }
+        _ => out.push_str(&format!("{:>20} : none\n", "SignedInUsers")),
     }
     out
 }

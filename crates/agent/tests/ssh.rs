@@ -474,6 +474,9 @@ async fn password_path_one_time_codes_lockout_and_revocation() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `usher-agent status` shows who is signed in.
+    let status = alpha.m.status().await;
+    assert_eq!(status["SignedInUsers"]["pia@contoso.test"], 1, "{status}");
     let (_, list) = s
         .api(
             "GET",
