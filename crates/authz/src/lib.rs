@@ -1,7 +1,8 @@
 //! Pure RBAC evaluation (SPEC R1–R3, R5): no I/O, no clock. Role definitions are compiled once
 //! into matchers; assignments are indexed by principal; a [`Snapshot`] is updated incrementally
 //! and answers "may these principals do this action on this resource?" and the login decision
-//! for a machine, with the assignments that decided it.
+//! for a machine, with the assignments that decided it. [`conditional`] evaluates Conditional
+//! Access policies (SPEC C1–C2) for a sign-in, equally pure.
 //!
 //! Azure's semantics: a role grants an action if one of its permission blocks has a matching
 //! `Actions` pattern and no matching `NotActions` pattern in the same block (likewise
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod builtin;
+pub mod conditional;
 mod pattern;
 mod scope;
 mod snapshot;
