@@ -313,7 +313,7 @@ impl LoginState {
             LocalRequest::OpenSession { user, pid, .. } => self.open_session(&user, pid).await,
             LocalRequest::CloseSession { user, pid, .. } => self.close_session(&user, pid),
             LocalRequest::ChangePassword { user } => {
-                if canonical_user(&user).contains('@') {
+                if directory_name(&user).is_some() {
                     done(
                         Outcome::Denied,
                         format!(
@@ -376,7 +376,7 @@ impl LoginState {
         let bound = cert
             .extensions
             .iter()
-            .find(|(k, _)| k == usher_idp_device_extension())
+            .find(|(k, _)| k == usher_proto::local::DEVICE_EXTENSION)
             .map(|(_, v)| v.to_ascii_lowercase());
         if bound.as_deref() != Some(device.as_str()) {
             return Err(format!(
@@ -406,10 +406,9 @@ impl LoginState {
         talk: &mut Talk<'_>,
         write: &mut tokio::net::unix::OwnedWriteHalf,
     ) -> Result<LocalReply> {
-        let canonical = canonical_user(user);
-        if !canonical.contains('@') {
+        let Some(canonical) = directory_name(user) else {
             return Ok(done_silent(Outcome::UnknownUser));
-        }
+        };
         send(
             write,
             &LocalReply::Prompt {
@@ -424,16 +423,8 @@ impl LoginState {
         // A user without a login here is told so, and the password goes nowhere: sshd does not
         // even pass it on for names it cannot resolve, and no lockout is counted for a machine
         // the user may not use.
-        match self.right(&canonical).await {
-            Ok(Some(l)) if l.right != Right::Deny => {}
-            Ok(_) => {
-                tracing::info!(user = %canonical, "password sign-in refused: no login role here");
-                return Ok(done(Outcome::Denied, NO_ROLE_TEXT));
-            }
-            Err(e) => {
-                tracing::warn!(user = %canonical, error = %e, "stale login cache and no server: refused");
-                return Ok(done(Outcome::Unavailable, unavailable_text()));
-            }
+        if let Err(refused) = self.login_here(&canonical).await {
+            return Ok(refused);
         }
         let mut body = json!({"user": canonical, "password": password, "rhost": rhost});
         drop(password);
@@ -479,30 +470,39 @@ impl LoginState {
         })
     }
 
-    async fn account(&self, user: &str) -> LocalReply {
-        let canonical = canonical_user(user);
-        if !canonical.contains('@') {
-            return done_silent(Outcome::UnknownUser);
-        }
-        match self.right(&canonical).await {
-            Ok(Some(l)) if l.right != Right::Deny => done_silent(Outcome::Success),
-            Ok(_) => done(Outcome::Denied, NO_ROLE_TEXT),
+    /// The user's login here, or the reply refusing it: L6's text without a role, "unavailable"
+    /// when the cache is stale and the server cannot be asked.
+    async fn login_here(&self, canonical: &str) -> Result<Login, LocalReply> {
+        match self.right(canonical).await {
+            Ok(Some(l)) if l.right != Right::Deny => Ok(l),
+            Ok(_) => {
+                tracing::info!(user = %canonical, "refused: no login role here");
+                Err(done(Outcome::Denied, NO_ROLE_TEXT))
+            }
             Err(e) => {
                 tracing::warn!(user = %canonical, error = %e, "stale login cache and no server: refused");
-                done(Outcome::Unavailable, unavailable_text())
+                Err(done(Outcome::Unavailable, unavailable_text()))
             }
         }
     }
 
-    async fn open_session(&self, user: &str, pid: u32) -> LocalReply {
-        let canonical = canonical_user(user);
-        if !canonical.contains('@') {
+    async fn account(&self, user: &str) -> LocalReply {
+        let Some(canonical) = directory_name(user) else {
             return done_silent(Outcome::UnknownUser);
+        };
+        match self.login_here(&canonical).await {
+            Ok(_) => done_silent(Outcome::Success),
+            Err(refused) => refused,
         }
-        let login = match self.right(&canonical).await {
-            Ok(Some(l)) if l.right != Right::Deny => l,
-            Ok(_) => return done(Outcome::Denied, NO_ROLE_TEXT),
-            Err(_) => return done(Outcome::Unavailable, unavailable_text()),
+    }
+
+    async fn open_session(&self, user: &str, pid: u32) -> LocalReply {
+        let Some(canonical) = directory_name(user) else {
+            return done_silent(Outcome::UnknownUser);
+        };
+        let login = match self.login_here(&canonical).await {
+            Ok(l) => l,
+            Err(refused) => return refused,
         };
         if login.uid != u32::MAX
             && let Err(e) = make_home(&self.root, &canonical, login.uid)
@@ -524,10 +524,9 @@ impl LoginState {
     }
 
     fn close_session(&self, user: &str, pid: u32) -> LocalReply {
-        let canonical = canonical_user(user);
-        if !canonical.contains('@') {
+        let Some(canonical) = directory_name(user) else {
             return done_silent(Outcome::UnknownUser);
-        }
+        };
         if let Ok(mut s) = self.sessions.lock() {
             s.retain(|x| !(x.pid == pid && x.user == canonical));
             self.save_sessions(&s);
@@ -536,8 +535,9 @@ impl LoginState {
     }
 }
 
-fn usher_idp_device_extension() -> &'static str {
-    "device-id@usher"
+/// The canonical name when `user` can be a directory user (`user@domain`, `USHER\\...`).
+fn directory_name(user: &str) -> Option<String> {
+    Some(canonical_user(user)).filter(|c| c.contains('@'))
 }
 
 fn unavailable_text() -> String {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use usher_authz::{LoginRight, Scope};
+use usher_proto::local::{IP_ADDRESS_TEXT, NO_ROLE_TEXT};
 use usher_store::{Record, StoreError};
 
 use crate::{Arm, ArmError, ArmResult, kinds};
@@ -13,11 +14,6 @@ use crate::{Arm, ArmError, ArmResult, kinds};
 pub const CONSENT_DAYS: i64 = 30;
 /// How many machines a user's consents cover; allowing one more forgets the oldest.
 pub const CONSENT_MACHINES: usize = 15;
-
-/// SPEC L6's refusal for a user without a login role.
-pub const NO_ROLE_TEXT: &str = "Your account is configured to prevent you from using this device. For more info, contact your system administrator.";
-/// SPEC L1's refusal of an IP address.
-pub const IP_ADDRESS_TEXT: &str = "IP address cannot be used: give the machine's name as it is in the directory; it must resolve to the machine's address.";
 
 /// A machine a user may log in to.
 #[derive(Debug, Clone)]

@@ -19,15 +19,14 @@ use crate::{IdpError, IdpResult};
 /// Record kind of the two authorities (ids `user`, `host`).
 pub const SSH_CA: &str = "ssh_ca";
 /// The VM Sign-In application (SPEC L1): the resource of SSH certificates.
-pub const VM_SIGN_IN_APP: &str = "372140e0-b3b7-4226-8ef9-d57986796201";
+pub use usher_core::well_known::VM_SIGN_IN_APP_ID as VM_SIGN_IN_APP;
 /// Azure's Linux VM Sign-In application id, accepted as the same resource.
 pub const LINUX_VM_SIGN_IN_APP: &str = "ce6ff14a-7fdc-4685-bbe0-f6afdfcfa8e0";
 /// Longest user certificate (SPEC T7: at most an hour).
 pub const USER_CERT_SECS: i64 = 3600;
 /// Host certificates last 30 days; agents renew them well before.
 pub const HOST_CERT_SECS: i64 = 30 * 86_400;
-/// The certificate extension binding a user certificate to one machine's device id.
-pub const DEVICE_EXTENSION: &str = "device-id@usher";
+pub use usher_proto::local::DEVICE_EXTENSION;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

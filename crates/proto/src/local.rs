@@ -126,6 +126,11 @@ pub enum LocalReply {
     },
 }
 
+/// The certificate extension binding an SSH user certificate to one machine's device id.
+pub const DEVICE_EXTENSION: &str = "device-id@usher";
+
+/// SPEC L1: an IP address instead of the machine's name.
+pub const IP_ADDRESS_TEXT: &str = "IP address cannot be used: give the machine's name as it is in the directory; it must resolve to the machine's address.";
 /// SPEC L6: no role on the machine.
 pub const NO_ROLE_TEXT: &str = "Your account is configured to prevent you from using this device. For more info, contact your system administrator.";
 /// SPEC L6: bad credentials.

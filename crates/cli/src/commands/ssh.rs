@@ -10,16 +10,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 use usher_client::Client;
+use usher_core::well_known::VM_SIGN_IN_APP_ID as VM_SIGN_IN_APP;
+use usher_proto::local::IP_ADDRESS_TEXT;
 
 use crate::cli::{SshCommand, SshConfigArgs, SshTargetArgs, SshVmArgs};
 use crate::commands::arm::{resource_group_scope, subscription_id};
 use crate::config::Session;
 use crate::context::Context;
-
-/// The VM Sign-In application: the resource of SSH certificates.
-pub const VM_SIGN_IN_APP: &str = "372140e0-b3b7-4226-8ef9-d57986796201";
-/// SPEC L1's refusal of an IP address.
-pub const IP_ADDRESS_TEXT: &str = "IP address cannot be used: give the machine's name as it is in the directory; it must resolve to the machine's address.";
 
 /// Runs `usher ssh ...`.
 pub async fn run(ctx: &Context, cmd: SshCommand) -> Result<()> {

@@ -374,8 +374,8 @@ pub async fn sessions_ended(
     Json(json!({"recorded": true, "reason": why})).into_response()
 }
 
-/// Query-less helper for tests and docs: the machine's own view of a user (`GET
-/// /usher/agent/logincheck?user=UPN`), used past the staleness bound.
+/// `GET /usher/agent/logincheck?user=UPN`: the server's decision for one user on the calling
+/// machine now (the agent asks past its staleness bound).
 pub async fn machine_login_check(
     State(state): State<AppState>,
     MachineCaller(m): MachineCaller,
