@@ -300,6 +300,9 @@ pub struct SignIn<'a> {
     pub joined_device: bool,
     /// Seconds since the user last authenticated interactively.
     pub auth_age_secs: u64,
+    /// The user authenticated in this very request (a password, code or passkey just checked),
+    /// not a refresh of an earlier sign-in.
+    pub fresh: bool,
 }
 
 /// Why a policy did not apply.
@@ -471,8 +474,10 @@ pub fn evaluate_policy(p: &Policy, s: &SignIn<'_>) -> PolicyResult {
             Operator::Or => {}
         }
     }
+    // A fresh sign-in satisfies any frequency; `Some(0)` is "every time" (no refresh counts).
     if let Some(limit) = p.sign_in_frequency_secs
-        && s.auth_age_secs > limit
+        && !s.fresh
+        && (limit == 0 || s.auth_age_secs > limit)
     {
         // Authenticating again is needed whatever the operator.
         operator = Operator::And;
@@ -541,6 +546,7 @@ mod tests {
             methods: Methods::default(),
             joined_device: false,
             auth_age_secs: 10,
+            fresh: false,
         }
     }
 
@@ -669,6 +675,13 @@ mod tests {
             evaluate_policy(&p, &s),
             PolicyResult::Requires(Operator::And, vec![Requirement::Reauthenticate])
         );
+        // "Every time": even a recent refresh needs a new sign-in; a fresh sign-in never does.
+        p.sign_in_frequency_secs = Some(0);
+        s.auth_age_secs = 0;
+        assert!(matches!(evaluate_policy(&p, &s), PolicyResult::Requires(..)));
+        s.fresh = true;
+        s.auth_age_secs = 10_000;
+        assert_eq!(evaluate_policy(&p, &s), PolicyResult::Satisfied);
     }
 
     #[test]

@@ -141,6 +141,7 @@ fn sign_in(w: &World) -> SignIn<'_> {
         methods: w.methods,
         joined_device: w.joined,
         auth_age_secs: w.age,
+        fresh: false,
     }
 }
 

@@ -112,6 +112,212 @@ pub enum Command {
     /// Log in to machines over SSH with a short-lived certificate.
     #[command(subcommand)]
     Ssh(SshCommand),
+    /// Conditional Access: policies, named locations, what-if, and user risk.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `usher ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Manage Conditional Access policies (Graph conditionalAccessPolicy).
+    #[command(subcommand)]
+    Policy(CaPolicyCommand),
+    /// Manage named locations (IP ranges) that policies name.
+    #[command(subcommand)]
+    Location(CaLocationCommand),
+    /// List the built-in authentication strengths.
+    Strengths,
+    /// Evaluate a hypothetical sign-in: which policies apply, which do not and why, and the
+    /// final decision (report-only policies are listed with what they would have done).
+    WhatIf(CaWhatIfArgs),
+    /// Manage user risk (risky users, admin-confirmed compromise, dismissal).
+    #[command(subcommand)]
+    Risk(CaRiskCommand),
+}
+
+/// `usher ca policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaPolicyCommand {
+    /// Create a policy from a Graph JSON file (--file) or from flags.
+    Create(Box<CaPolicyCreateArgs>),
+    /// List policies.
+    List,
+    /// Show a policy (by id or display name).
+    Show(CaPolicyArg),
+    /// Update a policy from a partial Graph JSON file (--file), or change its state.
+    Update(CaPolicyUpdateArgs),
+    /// Delete a policy (by id or display name).
+    Delete(CaPolicyArg),
+}
+
+/// A policy by id or display name.
+#[derive(Debug, Clone, Args)]
+pub struct CaPolicyArg {
+    /// Policy id or display name.
+    #[arg(value_name = "POLICY")]
+    pub policy: String,
+}
+
+/// `usher ca policy create`.
+#[derive(Debug, Clone, Args)]
+pub struct CaPolicyCreateArgs {
+    /// A Graph conditionalAccessPolicy JSON file ('-' for standard input). Excludes the flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "users", "block", "mfa", "strength", "joined_device"])]
+    pub file: Option<std::path::PathBuf>,
+    /// Display name.
+    #[arg(long, value_name = "NAME", required_unless_present = "file")]
+    pub name: Option<String>,
+    /// State: enabled, enabledForReportingButNotEnforced (report-only) or disabled.
+    #[arg(long, value_name = "STATE", default_value = "enabled")]
+    pub state: String,
+    /// Users included: All, or UPNs / object ids (comma-separated).
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    pub users: Vec<String>,
+    /// Users excluded (break-glass accounts): UPNs or object ids.
+    #[arg(long = "exclude-users", value_name = "USERS", value_delimiter = ',')]
+    pub exclude_users: Vec<String>,
+    /// Groups included: display names or object ids.
+    #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// Groups excluded.
+    #[arg(long = "exclude-groups", value_name = "GROUPS", value_delimiter = ',')]
+    pub exclude_groups: Vec<String>,
+    /// Directory roles included (template ids).
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Applications included: All, or app ids (default All).
+    #[arg(long, value_name = "APPS", value_delimiter = ',')]
+    pub apps: Vec<String>,
+    /// Applications excluded.
+    #[arg(long = "exclude-apps", value_name = "APPS", value_delimiter = ',')]
+    pub exclude_apps: Vec<String>,
+    /// Client IP ranges it applies to: CIDR ranges or named location ids.
+    #[arg(long = "locations", value_name = "RANGES", value_delimiter = ',')]
+    pub locations: Vec<String>,
+    /// Client IP ranges it does not apply to.
+    #[arg(long = "exclude-locations", value_name = "RANGES", value_delimiter = ',')]
+    pub exclude_locations: Vec<String>,
+    /// Sign-in risk levels it applies to (low, medium, high, none).
+    #[arg(long = "sign-in-risk", value_name = "LEVELS", value_delimiter = ',')]
+    pub sign_in_risk: Vec<String>,
+    /// User risk levels it applies to.
+    #[arg(long = "user-risk", value_name = "LEVELS", value_delimiter = ',')]
+    pub user_risk: Vec<String>,
+    /// Device platforms it applies to (linux, windows, macOS, iOS, android).
+    #[arg(long, value_name = "PLATFORMS", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+    /// Client app types it applies to (browser, mobileAppsAndDesktopClients, other).
+    #[arg(long = "client-apps", value_name = "TYPES", value_delimiter = ',')]
+    pub client_apps: Vec<String>,
+    /// Grant: block access.
+    #[arg(long, conflicts_with_all = ["mfa", "strength", "joined_device"])]
+    pub block: bool,
+    /// Grant: require multi-factor authentication.
+    #[arg(long)]
+    pub mfa: bool,
+    /// Grant: require an authentication strength (mfa, passwordlessMfa, phishingResistantMfa, or its id).
+    #[arg(long, value_name = "STRENGTH")]
+    pub strength: Option<String>,
+    /// Grant: require a joined device.
+    #[arg(long = "joined-device")]
+    pub joined_device: bool,
+    /// How grant controls combine: AND or OR.
+    #[arg(long, value_name = "OP", default_value = "OR")]
+    pub operator: String,
+    /// Session: sign in again after this many hours.
+    #[arg(long = "sign-in-frequency-hours", value_name = "HOURS")]
+    pub sign_in_frequency_hours: Option<u32>,
+}
+
+/// `usher ca policy update`.
+#[derive(Debug, Clone, Args)]
+pub struct CaPolicyUpdateArgs {
+    /// Policy id or display name.
+    #[arg(value_name = "POLICY")]
+    pub policy: String,
+    /// A partial Graph JSON file ('-' for standard input): the properties given replace those stored.
+    #[arg(long, value_name = "FILE", required_unless_present = "state")]
+    pub file: Option<std::path::PathBuf>,
+    /// New state: enabled, enabledForReportingButNotEnforced or disabled.
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
+}
+
+/// `usher ca location ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaLocationCommand {
+    /// Create a named location of IP ranges.
+    Create(CaLocationCreateArgs),
+    /// List named locations.
+    List,
+    /// Delete a named location (refused while a policy names it).
+    Delete(CaPolicyArg),
+}
+
+/// `usher ca location create`.
+#[derive(Debug, Clone, Args)]
+pub struct CaLocationCreateArgs {
+    /// Display name.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// CIDR ranges (comma-separated).
+    #[arg(long, value_name = "RANGES", value_delimiter = ',', required = true)]
+    pub ranges: Vec<String>,
+    /// Trusted: included in AllTrusted.
+    #[arg(long)]
+    pub trusted: bool,
+}
+
+/// `usher ca what-if`.
+#[derive(Debug, Clone, Args)]
+pub struct CaWhatIfArgs {
+    /// The user: UPN or object id.
+    #[arg(long, value_name = "USER")]
+    pub user: String,
+    /// The application (resource) id, e.g. the VM Sign-In app 372140e0-b3b7-4226-8ef9-d57986796201.
+    #[arg(long, value_name = "APPID")]
+    pub app: String,
+    /// The client's IP address.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// Sign-in risk: none, low, medium, high (default: the user's current signals).
+    #[arg(long, value_name = "LEVEL")]
+    pub risk: Option<String>,
+    /// User risk (default: the user's current state).
+    #[arg(long = "user-risk", value_name = "LEVEL")]
+    pub user_risk: Option<String>,
+    /// Device platform (default linux).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Client app type (default mobileAppsAndDesktopClients).
+    #[arg(long = "client-app", value_name = "TYPE")]
+    pub client_app: Option<String>,
+    /// Methods the sign-in used, as amr values (default pwd; e.g. pwd,otp,mfa or fido,mfa).
+    #[arg(long, value_name = "AMR", value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// The sign-in is relayed by a joined machine.
+    #[arg(long = "joined-device")]
+    pub joined_device: bool,
+}
+
+/// `usher ca risk ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaRiskCommand {
+    /// List risky users.
+    List,
+    /// Mark users compromised (user risk high) until dismissed.
+    ConfirmCompromised(CaUsersArg),
+    /// Dismiss users' risk (the compromise mark and earlier failed attempts).
+    Dismiss(CaUsersArg),
+}
+
+/// Users by UPN or object id.
+#[derive(Debug, Clone, Args)]
+pub struct CaUsersArg {
+    /// UPNs or object ids.
+    #[arg(value_name = "USER", required = true)]
+    pub users: Vec<String>,
 }
 
 /// `usher ssh ...`.

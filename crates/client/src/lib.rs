@@ -316,7 +316,11 @@ impl Client {
             source,
         })?;
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("usher-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(format!(
+                "usher-client/{} ({})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS
+            ))
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(120));
         if let Some(path) = ca_file {

@@ -36,4 +36,11 @@ pub mod well_known {
     pub const CLOUD_APP_ADMIN_ROLE: &str = "158c047a-c907-4556-b7ef-446551a6b5f7";
     /// User Administrator directory role template id (SPEC D8).
     pub const USER_ADMIN_ROLE: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+    /// Conditional Access Administrator directory role template id (SPEC C1).
+    pub const CONDITIONAL_ACCESS_ADMIN_ROLE: &str = "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9";
+    /// Security Administrator directory role template id (SPEC C1, C4).
+    pub const SECURITY_ADMIN_ROLE: &str = "194ae4cb-b126-40b2-bd5b-6091b380977d";
+    /// "Windows Azure Service Management API": the app Conditional Access sees for tokens of
+    /// usher's own management and Graph APIs.
+    pub const MANAGEMENT_APP_ID: &str = "797f4846-ba00-4fd7-ba43-dac1f8f63013";
 }

@@ -178,6 +178,7 @@ impl Directory {
     }
 
     async fn record_failure(&self, user_id: &str, attempt: &str, now: i64) -> DirResult<()> {
+        self.note_failure(user_id, now).await?;
         let fp = usher_crypto::secret::fingerprint(&self.fingerprint_key, &format!("{user_id}\0{attempt}"));
         let policy = self.lockout;
         for _ in 0..20 {

@@ -6,12 +6,14 @@
 mod apps;
 mod auth;
 mod bootstrap;
+pub mod conditional_access;
 mod error;
 mod groups;
 mod hashing;
 mod logs;
 pub mod model;
 pub mod posix;
+pub mod risk;
 mod users;
 
 use std::sync::Arc;
@@ -67,6 +69,7 @@ pub struct Directory {
     /// cannot all pass the lockout check before any failure is counted.
     user_gates: auth::UserGates,
     group_cache: groups::GroupCache,
+    ca_cache: conditional_access::CaCache,
     /// Bumped at every change of users and groups: machines' login caches wait on it.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -96,6 +99,7 @@ impl Directory {
             apps_cache: apps::AppCache::default(),
             user_gates: auth::UserGates::default(),
             group_cache: groups::GroupCache::default(),
+            ca_cache: conditional_access::CaCache::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }

@@ -45,6 +45,12 @@ pub struct SignInEvent {
     pub conditional_access_status: String,
     /// Correlation id of the request.
     pub correlation_id: String,
+    /// Every Conditional Access policy's result (Graph's `appliedConditionalAccessPolicies`).
+    pub applied_policies: Vec<usher_proto::ca::PolicyResultWire>,
+    /// Sign-in risk during the sign-in (`none`, `low`, `medium`, `high`; empty: not assessed).
+    pub risk_level: String,
+    /// The risk signals seen.
+    pub risk_signals: Vec<String>,
 }
 
 /// A sign-in log entry as stored: Graph's `signIn` shape.
@@ -63,7 +69,9 @@ struct SignInRecord<'a> {
     authentication_methods_used: &'a [String],
     correlation_id: &'a str,
     conditional_access_status: &'a str,
-    applied_conditional_access_policies: [u8; 0],
+    applied_conditional_access_policies: &'a [usher_proto::ca::PolicyResultWire],
+    risk_level_during_sign_in: &'a str,
+    risk_event_types: &'a [String],
     status: SignInStatus<'a>,
 }
 
@@ -210,7 +218,13 @@ impl Directory {
             } else {
                 &e.conditional_access_status
             },
-            applied_conditional_access_policies: [],
+            applied_conditional_access_policies: &e.applied_policies,
+            risk_level_during_sign_in: if e.risk_level.is_empty() {
+                "none"
+            } else {
+                &e.risk_level
+            },
+            risk_event_types: &e.risk_signals,
             status: SignInStatus {
                 error_code: e.error_code,
                 failure_reason: if e.error_code == 0 {

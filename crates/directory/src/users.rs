@@ -221,6 +221,21 @@ impl Directory {
         self.list_all(kinds::USER).await
     }
 
+    /// Every record of a kind, page by page.
+    pub(crate) async fn list_all_records(&self, kind: &str) -> DirResult<Vec<usher_store::Record>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list(kind, after.as_deref(), 500, self.now()).await?;
+            let done = page.len() < 500;
+            after = page.last().map(|r| r.id.clone());
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
     pub(crate) async fn list_all<T: DeserializeOwned>(&self, kind: &str) -> DirResult<Vec<T>> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;

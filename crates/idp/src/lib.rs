@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod client_auth;
+pub mod conditional;
 mod error;
 pub mod grants;
 pub mod keys;
@@ -47,6 +48,8 @@ pub struct RequestMeta {
     pub ip: String,
     /// Correlation id of the request.
     pub correlation_id: String,
+    /// The client's User-Agent (its platform, for Conditional Access).
+    pub user_agent: String,
 }
 
 /// The token service of one tenant.

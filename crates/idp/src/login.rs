@@ -524,7 +524,25 @@ impl Idp {
     ) -> IdpResult<LoginStep> {
         let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
         let user = self.directory().get_user(&user_id).await?;
-        if !user.mfa_state.requires_mfa() {
+        // Step-up: a policy asking for MFA gets the second factor here rather than a refusal.
+        let ca_wants_mfa = match self.interactive_ca(&txn, &user, meta).await? {
+            Some((report, _)) => match &report.evaluation.verdict {
+                usher_authz::conditional::Verdict::Require(r) => r.iter().any(|(_, reqs)| {
+                    reqs.iter().any(|q| {
+                        matches!(
+                            q,
+                            usher_authz::conditional::Requirement::Mfa
+                                | usher_authz::conditional::Requirement::Strength(
+                                    usher_authz::conditional::Strength::Mfa
+                                )
+                        )
+                    })
+                }),
+                _ => false,
+            },
+            None => false,
+        };
+        if !user.mfa_state.requires_mfa() && !ca_wants_mfa {
             return self.complete(rec, txn, meta).await;
         }
         if user.totp.is_some() {
@@ -548,11 +566,74 @@ impl Idp {
         self.registration_view(txn_id, &txn, None)
     }
 
+    /// Conditional Access for the resource an interactive sign-in is for, with what the
+    /// sign-in used so far (`None` for the password-change page, which issues no token).
+    async fn interactive_ca(
+        &self,
+        txn: &Txn,
+        user: &usher_directory::model::User,
+        meta: &RequestMeta,
+    ) -> IdpResult<Option<(crate::conditional::CaReport, String)>> {
+        let (scope, client_app) = match &txn.purpose {
+            LoginPurpose::Authorize(a) => (a.scope.clone(), usher_authz::conditional::ClientApp::Browser),
+            LoginPurpose::Device { device_id, .. } => {
+                let Some(rec) = self
+                    .directory()
+                    .store()
+                    .get(kinds::DEVICE_CODE, device_id, self.now())
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let d: crate::grants::StoredDevice = rec.decode()?;
+                (
+                    d.scope,
+                    usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
+                )
+            }
+            LoginPurpose::ChangePassword => return Ok(None),
+        };
+        let resource = self.resolve_resource(&ScopeRequest::parse(&scope)?).await?;
+        let name = match &resource {
+            crate::scopes::Resource::Api => self.public_url().to_owned(),
+            crate::scopes::Resource::App { display_name, .. } => display_name.clone(),
+        };
+        let ctx = crate::conditional::SignInContext::new(&meta.ip, &meta.user_agent, client_app);
+        let report = self
+            .evaluate_ca(
+                user,
+                crate::conditional::app_of(&resource),
+                &txn.amr,
+                self.now(),
+                &ctx,
+                None,
+            )
+            .await?;
+        Ok(Some((report, name)))
+    }
+
     async fn complete(&self, rec: Record, mut txn: Txn, meta: &RequestMeta) -> IdpResult<LoginStep> {
         let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
         let upn = txn.upn.clone().unwrap_or_default();
         txn.stage = Stage::Done;
         self.save_txn(rec, &txn).await?;
+        let user = self.directory().get_user(&user_id).await?;
+        let ca = self.interactive_ca(&txn, &user, meta).await?;
+        if let Some((report, resource)) = &ca {
+            if let Some(e) = report.refusal(resource) {
+                self.log_interactive_ca(&txn, &upn, &user_id, e.code, &e.description, meta, Some(report))
+                    .await;
+                let message = match e.code {
+                    53003 => format!("{} {}", usher_proto::local::NO_ROLE_TEXT, e),
+                    _ => format!("{} {}", usher_proto::local::METHOD_NOT_ALLOWED_TEXT, e),
+                };
+                return Ok(LoginStep::Failed { message });
+            }
+            if let Err(e) = self.directory().note_network(&user_id, &meta.ip).await {
+                tracing::warn!(error = %e, "could not record the sign-in's network");
+            }
+        }
+        let report = ca.as_ref().map(|(r, _)| r);
         let now = self.now();
         match &txn.purpose {
             LoginPurpose::Authorize(a) => {
@@ -573,7 +654,8 @@ impl Idp {
                 let rec = Record::from_value(kinds::AUTH_CODE, usher_crypto::secret::digest(&code), &stored)?
                     .with_expiry(now + crate::grants::CODE_LIFETIME);
                 self.directory().store().insert(rec).await?;
-                self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
+                self.log_interactive_ca(&txn, &upn, &user_id, 0, "", meta, report)
+                    .await;
                 let mut params = vec![("code", code.as_str())];
                 if let Some(s) = &a.state {
                     params.push(("state", s.as_str()));
@@ -581,7 +663,8 @@ impl Idp {
                 Ok(LoginStep::Redirect(redirect_with(&a.redirect_uri, &params)))
             }
             LoginPurpose::ChangePassword => {
-                self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
+                self.log_interactive_ca(&txn, &upn, &user_id, 0, "", meta, report)
+                    .await;
                 Ok(LoginStep::PasswordChanged)
             }
             LoginPurpose::Device {
@@ -589,7 +672,8 @@ impl Idp {
                 client_name,
             } => {
                 self.approve_device(device_id, &user_id, &txn.amr).await?;
-                self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
+                self.log_interactive_ca(&txn, &upn, &user_id, 0, "", meta, report)
+                    .await;
                 Ok(LoginStep::DeviceApproved {
                     client_name: client_name.clone(),
                 })
@@ -606,26 +690,45 @@ impl Idp {
         reason: &str,
         meta: &RequestMeta,
     ) {
+        self.log_interactive_ca(txn, upn, user_id, code, reason, meta, None)
+            .await;
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one log entry's fields")]
+    async fn log_interactive_ca(
+        &self,
+        txn: &Txn,
+        upn: &str,
+        user_id: &str,
+        code: u32,
+        reason: &str,
+        meta: &RequestMeta,
+        report: Option<&crate::conditional::CaReport>,
+    ) {
         let (app_id, app_name, via) = match &txn.purpose {
             LoginPurpose::Authorize(a) => (a.client_id.clone(), a.client_name.clone(), "Browser"),
             LoginPurpose::Device { client_name, .. } => (String::new(), client_name.clone(), "Device code"),
             LoginPurpose::ChangePassword => (String::new(), "Change password".to_owned(), "Browser"),
         };
-        self.directory()
-            .log_sign_in(SignInEvent {
-                user_principal_name: upn.to_owned(),
-                user_id: user_id.to_owned(),
-                app_id,
-                app_display_name: app_name,
-                resource_id: String::new(),
-                ip_address: meta.ip.clone(),
-                client_app_used: via.into(),
-                authentication_methods: txn.amr.clone(),
-                error_code: code,
-                failure_reason: reason.to_owned(),
-                conditional_access_status: String::new(),
-                correlation_id: meta.correlation_id.clone(),
-            })
-            .await;
+        let mut event = SignInEvent {
+            user_principal_name: upn.to_owned(),
+            user_id: user_id.to_owned(),
+            app_id,
+            app_display_name: app_name,
+            resource_id: String::new(),
+            ip_address: meta.ip.clone(),
+            client_app_used: via.into(),
+            authentication_methods: txn.amr.clone(),
+            error_code: code,
+            failure_reason: reason.to_owned(),
+            conditional_access_status: String::new(),
+            correlation_id: meta.correlation_id.clone(),
+            ..Default::default()
+        };
+        if let Some(r) = report {
+            let controls = self.policy_controls().await.unwrap_or_default();
+            r.log_into(&controls, &mut event);
+        }
+        self.directory().log_sign_in(event).await;
     }
 }

@@ -198,12 +198,13 @@ impl Idp {
         &self,
         s: &UserSignIn,
         client: &Application,
-        scopes: &ScopeRequest,
+        admitted: crate::conditional::Admitted,
         scope_string: &str,
         client_auth: &str,
         family: Option<String>,
     ) -> IdpResult<(TokenResponse, Resource)> {
-        let resource = self.resolve_resource(scopes).await?;
+        let resource = admitted.resource;
+        let scopes = &admitted.scopes;
         let (access_token, life) = self.user_access_token(s, client, &resource, scopes, client_auth)?;
         let id_token = if scopes.openid() {
             Some(self.id_token(s, client)?)

@@ -98,6 +98,19 @@ impl From<DirectoryError> for ApiError {
     }
 }
 
+impl From<IdpError> for ApiError {
+    fn from(e: IdpError) -> Self {
+        match e.error {
+            "invalid_request" => ApiError::BadRequest(e.description),
+            "temporarily_unavailable" => ApiError::Busy,
+            _ => {
+                tracing::error!(error = %e, "token-service failure in the API");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 /// A token-service error with the request's correlation id.
 #[derive(Debug)]
 pub struct EntraErrorResponse {

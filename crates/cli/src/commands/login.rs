@@ -38,7 +38,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> Result<()> {
                 .password_grant(&tenant, CLI_CLIENT_ID, username, password, CLI_LOGIN_SCOPE)
                 .await?
         }
-        _ => device_code_flow(&client, &tenant).await?,
+        _ => device_code_flow(&client, &tenant, CLI_LOGIN_SCOPE).await?,
     };
 
     let access = Claims::of(&tokens.access_token).ok();
@@ -92,10 +92,8 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> Result<()> {
 
 /// Runs the device-code flow: shows the server's message on stderr and polls at the interval
 /// the server asked for until the user finishes or the code expires.
-async fn device_code_flow(client: &Client, tenant: &str) -> Result<TokenResponse> {
-    let start = client
-        .device_code_start(tenant, CLI_CLIENT_ID, CLI_LOGIN_SCOPE)
-        .await?;
+pub(crate) async fn device_code_flow(client: &Client, tenant: &str, scope: &str) -> Result<TokenResponse> {
+    let start = client.device_code_start(tenant, CLI_CLIENT_ID, scope).await?;
     if start.message.is_empty() {
         eprintln!(
             "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",

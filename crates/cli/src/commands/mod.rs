@@ -4,6 +4,7 @@
 pub mod account;
 pub mod app;
 pub mod arm;
+pub mod ca;
 pub mod group;
 pub mod login;
 pub mod logs;
@@ -39,6 +40,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Role(cmd) => role::run(ctx, cmd).await,
         Command::Vm(cmd) => vm::run(ctx, cmd).await,
         Command::Ssh(cmd) => ssh::run(ctx, cmd).await,
+        Command::Ca(cmd) => ca::run(ctx, cmd).await,
     }
 }
 

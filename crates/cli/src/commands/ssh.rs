@@ -117,22 +117,51 @@ async fn certificate(
         session.tenant_id.clone()
     };
     let scope = format!("{VM_SIGN_IN_APP}/.default offline_access");
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("client_id", session.client_id.as_str()),
-        ("refresh_token", refresh.as_str()),
-        ("scope", scope.as_str()),
-        ("token_type", "ssh-cert"),
-        ("req_cnf", jwk.as_str()),
-        ("device_id", device_id),
-    ];
-    let tokens = client.token_request(&tenant, &form).await.map_err(|e| {
-        anyhow!(
-            "{}",
-            e.entra()
-                .map_or_else(|| e.to_string(), |x| x.message().to_owned())
-        )
-    })?;
+    let mut refresh = refresh;
+    let mut stepped_up = false;
+    let tokens = loop {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", session.client_id.as_str()),
+            ("refresh_token", refresh.as_str()),
+            ("scope", scope.as_str()),
+            ("token_type", "ssh-cert"),
+            ("req_cnf", jwk.as_str()),
+            ("device_id", device_id),
+        ];
+        match client.token_request(&tenant, &form).await {
+            Ok(t) => break t,
+            Err(e) => {
+                let code = e.entra().and_then(usher_client::EntraError::aadsts);
+                let message = e
+                    .entra()
+                    .map_or_else(|| e.to_string(), |x| x.message().to_owned());
+                match code {
+                    // Step-up (Conditional Access or per-user MFA, or sign-in frequency): sign in
+                    // again for the VM Sign-In app, once, then ask again with that sign-in.
+                    Some(50076 | 70044) if !stepped_up => {
+                        stepped_up = true;
+                        eprintln!(
+                            "Signing in to this machine needs a stronger or fresher sign-in: {}",
+                            message.lines().next().unwrap_or_default()
+                        );
+                        let fresh = super::login::device_code_flow(client, &tenant, &scope).await?;
+                        refresh = fresh.refresh_token.clone().ok_or_else(|| {
+                            anyhow!("the server answered the sign-in without a refresh token")
+                        })?;
+                        session.refresh_token = Some(refresh.clone());
+                        ctx.config.save(&session)?;
+                    }
+                    Some(53003) => bail!(
+                        "{} ({})",
+                        usher_proto::local::NO_ROLE_TEXT,
+                        message.lines().next().unwrap_or_default()
+                    ),
+                    _ => bail!("{message}"),
+                }
+            }
+        }
+    };
     if let Some(rotated) = &tokens.refresh_token {
         session.refresh_token = Some(rotated.clone());
         ctx.config.save(&session)?;

@@ -58,6 +58,7 @@ impl Idp {
         req: &TokenRequest,
         creds: &ClientCredentials,
         attempt: &mut Attempt,
+        meta: &crate::RequestMeta,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
         let code = required(&req.code, "code")?;
@@ -147,11 +148,26 @@ impl Idp {
             auth_time: stored.auth_time,
             nonce: stored.nonce.clone(),
         };
+        let ctx = crate::conditional::SignInContext::new(
+            &meta.ip,
+            &meta.user_agent,
+            usher_authz::conditional::ClientApp::Browser,
+        );
+        let admitted = self
+            .admit(
+                &signin.user,
+                &signin.amr,
+                signin.auth_time,
+                &scopes,
+                &ctx,
+                attempt,
+            )
+            .await?;
         let (resp, resource) = self
             .user_tokens(
                 &signin,
                 &client,
-                &scopes,
+                admitted,
                 &stored.scope,
                 method.acr(),
                 Some(stored.family_id.clone()),

@@ -165,6 +165,7 @@ impl Idp {
         req: &TokenRequest,
         creds: &ClientCredentials,
         attempt: &mut Attempt,
+        meta: &crate::RequestMeta,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
         let code = required(&req.device_code, "device_code")?;
@@ -231,8 +232,23 @@ impl Idp {
             auth_time: d.auth_time,
             nonce: None,
         };
+        let ctx = crate::conditional::SignInContext::new(
+            &meta.ip,
+            &meta.user_agent,
+            usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
+        );
+        let admitted = self
+            .admit(
+                &signin.user,
+                &signin.amr,
+                signin.auth_time,
+                &scopes,
+                &ctx,
+                attempt,
+            )
+            .await?;
         let (resp, resource) = self
-            .user_tokens(&signin, &client, &scopes, &d.scope, method.acr(), None)
+            .user_tokens(&signin, &client, admitted, &d.scope, method.acr(), None)
             .await?;
         attempt.resource = resource.audience(self).to_owned();
         Ok(resp)

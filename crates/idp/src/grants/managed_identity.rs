@@ -40,6 +40,7 @@ impl Idp {
                 failure_reason: reason,
                 conditional_access_status: String::new(),
                 correlation_id: meta.correlation_id.clone(),
+                ..Default::default()
             })
             .await;
         result

@@ -9,6 +9,7 @@ mod refresh;
 
 pub use authorization_code::s256;
 pub(crate) use authorization_code::{CODE_LIFETIME_SECS as CODE_LIFETIME, StoredCode as StoredCodeExport};
+pub(crate) use device_code::StoredDevice;
 pub use device_code::{DeviceAuthorization, normalize_user_code};
 
 use usher_directory::SignInEvent;
@@ -34,6 +35,8 @@ pub(crate) struct Attempt {
     pub app_name: String,
     pub resource: String,
     pub methods: Vec<String>,
+    /// Conditional Access's evaluation, once made.
+    pub ca: Option<crate::conditional::CaReport>,
 }
 
 impl Idp {
@@ -104,22 +107,31 @@ impl Idp {
             Ok(_) => (0, String::new()),
             Err(e) => (e.code, e.description.clone()),
         };
-        self.directory()
-            .log_sign_in(SignInEvent {
-                user_principal_name: attempt.upn,
-                user_id: attempt.user_id,
-                app_id: attempt.app_id,
-                app_display_name: attempt.app_name,
-                resource_id: attempt.resource,
-                ip_address: meta.ip.clone(),
-                client_app_used: grant,
-                authentication_methods: attempt.methods,
-                error_code: code,
-                failure_reason: reason,
-                conditional_access_status: String::new(),
-                correlation_id: meta.correlation_id.clone(),
-            })
-            .await;
+        let mut event = SignInEvent {
+            user_principal_name: attempt.upn,
+            user_id: attempt.user_id,
+            app_id: attempt.app_id,
+            app_display_name: attempt.app_name,
+            resource_id: attempt.resource,
+            ip_address: meta.ip.clone(),
+            client_app_used: grant,
+            authentication_methods: attempt.methods,
+            error_code: code,
+            failure_reason: reason,
+            conditional_access_status: String::new(),
+            correlation_id: meta.correlation_id.clone(),
+            ..Default::default()
+        };
+        if let Some(report) = &attempt.ca {
+            let controls = self.policy_controls().await.unwrap_or_default();
+            report.log_into(&controls, &mut event);
+            if result.is_ok()
+                && let Err(e) = self.directory().note_network(&event.user_id, &meta.ip).await
+            {
+                tracing::warn!(error = %e, "could not record the sign-in's network");
+            }
+        }
+        self.directory().log_sign_in(event).await;
         result
     }
 
@@ -160,15 +172,15 @@ impl Idp {
             ));
         }
         match req.grant_type.as_str() {
-            "password" => self.password_grant(tenant, &req, &creds, attempt).await,
+            "password" => self.password_grant(tenant, &req, &creds, attempt, meta).await,
             "client_credentials" => self.client_credentials_grant(&req, &creds, attempt).await,
             "refresh_token" => {
                 let ssh = self.ssh_request(&req)?;
                 self.refresh_grant(&req, &creds, attempt, ssh.as_ref(), meta)
                     .await
             }
-            "authorization_code" => self.authorization_code_grant(&req, &creds, attempt).await,
-            DEVICE_CODE_GRANT => self.device_code_grant(&req, &creds, attempt).await,
+            "authorization_code" => self.authorization_code_grant(&req, &creds, attempt, meta).await,
+            DEVICE_CODE_GRANT => self.device_code_grant(&req, &creds, attempt, meta).await,
             "" => Err(IdpError::missing("grant_type")),
             other => {
                 let _ = meta;

@@ -17,6 +17,7 @@ impl Idp {
         req: &TokenRequest,
         creds: &ClientCredentials,
         attempt: &mut Attempt,
+        meta: &crate::RequestMeta,
     ) -> IdpResult<TokenResponse> {
         let (client, method) = self.authenticated_client(creds, attempt).await?;
         // Read from the store: an administrator may change the setting at any time.
@@ -73,8 +74,16 @@ impl Idp {
             auth_time: now,
             nonce: None,
         };
+        let ctx = crate::conditional::SignInContext::new(
+            &meta.ip,
+            &meta.user_agent,
+            usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
+        );
+        let admitted = self
+            .admit(&signin.user, &signin.amr, now, &scopes, &ctx, attempt)
+            .await?;
         let (resp, resource) = self
-            .user_tokens(&signin, &client, &scopes, &scope_string, method.acr(), None)
+            .user_tokens(&signin, &client, admitted, &scope_string, method.acr(), None)
             .await?;
         attempt.resource = resource.audience(self).to_owned();
         Ok(resp)

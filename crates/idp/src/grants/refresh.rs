@@ -105,6 +105,27 @@ impl Idp {
             Some(req) => Some(self.admit_ssh(&user, &stored, req).await?),
             None => None,
         };
+        // Conditional Access, also before the refresh token is spent.
+        let scope_string = req
+            .scope
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| stored.scope.clone());
+        let mut scopes = ScopeRequest::parse(&scope_string)?;
+        // The new token stays in the family, so keep offline access.
+        scopes.oidc.insert("offline_access".into());
+        let client_app = if client.is_public() {
+            usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients
+        } else {
+            usher_authz::conditional::ClientApp::Browser
+        };
+        let ctx = crate::conditional::SignInContext {
+            fresh: false,
+            ..crate::conditional::SignInContext::new(&meta.ip, &meta.user_agent, client_app)
+        };
+        let admitted = self
+            .admit(&user, &stored.amr, stored.auth_time, &scopes, &ctx, attempt)
+            .await?;
         stored.used = true;
         let mut used = rec.clone();
         used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
@@ -117,14 +138,6 @@ impl Idp {
             }
             Err(e) => return Err(e.into()),
         }
-        let scope_string = req
-            .scope
-            .clone()
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| stored.scope.clone());
-        let mut scopes = ScopeRequest::parse(&scope_string)?;
-        // The new token stays in the family, so keep offline access.
-        scopes.oidc.insert("offline_access".into());
         let signin = UserSignIn {
             user,
             amr: stored.amr.clone(),
@@ -135,7 +148,7 @@ impl Idp {
             .user_tokens(
                 &signin,
                 &client,
-                &scopes,
+                admitted,
                 &scope_string,
                 method.acr(),
                 Some(stored.family_id.clone()),

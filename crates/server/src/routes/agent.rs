@@ -236,6 +236,7 @@ pub async fn token(
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 64)
             .map_or_else(|| state.dir().new_id(), str::to_owned),
+        user_agent: String::new(),
     };
     match state
         .idp

@@ -26,12 +26,12 @@ const APP_ADMINS: &[&str] = &[GLOBAL_ADMIN_ROLE, CLOUD_APP_ADMIN_ROLE];
 
 type Q = Query<HashMap<String, String>>;
 
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("The request body is not valid: {e}.")))
 }
 
-fn ctx(state: &AppState, what: &str) -> String {
+pub(super) fn ctx(state: &AppState, what: &str) -> String {
     format!("{}/v1.0/$metadata#{what}", state.idp.public_url())
 }
 
@@ -144,7 +144,7 @@ fn filtered(
     Ok(out)
 }
 
-async fn audit(
+pub(super) async fn audit(
     state: &AppState,
     caller: &Caller,
     activity: &str,

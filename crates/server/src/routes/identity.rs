@@ -28,6 +28,11 @@ fn meta(headers: &HeaderMap, peer: Option<SocketAddr>, state: &AppState) -> Requ
     RequestMeta {
         ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         correlation_id,
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect())
+            .unwrap_or_default(),
     }
 }
 

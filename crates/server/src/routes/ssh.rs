@@ -203,6 +203,8 @@ fn refusal_text(r: RelayRefusal, change_url: &str) -> String {
             "Your password is temporary or has expired and must be changed before you sign in here. Change it at {change_url}, then sign in again."
         ),
         RelayRefusal::MfaRegistration => "Your account needs a second sign-in method before you can sign in here. Sign in with the usher CLI or the sign-in page to register one, then try again.".to_owned(),
+        RelayRefusal::Blocked => usher_proto::local::NO_ROLE_TEXT.to_owned(),
+        RelayRefusal::MethodNotAllowed => usher_proto::local::METHOD_NOT_ALLOWED_TEXT.to_owned(),
     }
 }
 
@@ -219,11 +221,12 @@ pub async fn relay(
         Ok(d) => d,
         Err(e) => return arm_error(e),
     };
+    let rhost = ask.rhost.clone().unwrap_or_else(|| peer.ip().to_string());
     let outcome = match (&ask.flow, &ask.code, &ask.user, &ask.password) {
-        (Some(flow), Some(code), _, _) => state.idp.relay_code(&device, flow, code).await,
+        (Some(flow), Some(code), _, _) => state.idp.relay_code(&device, flow, code, &rhost).await,
         (_, _, Some(user), Some(password)) => {
             let upn = usher_proto::local::canonical_user(user);
-            state.idp.relay_password(&device, &upn, password).await
+            state.idp.relay_password(&device, &upn, password, &rhost).await
         }
         _ => {
             return arm_error(ArmError::new(
@@ -233,7 +236,7 @@ pub async fn relay(
             ));
         }
     };
-    let outcome = match outcome {
+    let (outcome, ca) = match outcome {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e.description, "relay failed");
@@ -250,19 +253,23 @@ pub async fn relay(
         app_id: VM_SIGN_IN_APP.into(),
         app_display_name: "Azure Windows VM Sign-In".into(),
         resource_id: m.vm_id(),
-        ip_address: ask.rhost.clone().unwrap_or_else(|| peer.ip().to_string()),
+        ip_address: rhost.clone(),
         client_app_used: "machinePasswordRelay".into(),
         conditional_access_status: "notApplied".into(),
         correlation_id: state.dir().new_id(),
         ..Default::default()
     };
+    if let Some(report) = &ca {
+        let controls = state.idp.policy_controls().await.unwrap_or_default();
+        report.log_into(&controls, &mut event);
+    }
     let reply = match outcome {
         RelayOutcome::NeedsCode(user, flow) => {
             event.user_principal_name.clone_from(&user.user_principal_name);
             event.user_id.clone_from(&user.id);
             event.authentication_methods = vec!["password".into()];
             event.error_code = 50076;
-            event.failure_reason = "A one-time code is needed (per-user MFA).".into();
+            event.failure_reason = "A one-time code is needed (per-user MFA or Conditional Access).".into();
             json!({"result": "code", "flow": flow, "prompt": "One-time code: "})
         }
         RelayOutcome::Refused(user, why) => {
@@ -307,6 +314,11 @@ pub async fn relay(
             }
         }
     };
+    if event.error_code == 0
+        && let Err(e) = state.dir().note_network(&event.user_id, &rhost).await
+    {
+        tracing::warn!(error = %e, "could not record the sign-in's network");
+    }
     state.dir().log_sign_in(event).await;
     Json(reply).into_response()
 }

@@ -87,3 +87,8 @@ pub fn pkce() -> (String, String) {
     let challenge = usher_crypto::b64url(&usher_crypto::secret::sha256(verifier.as_bytes()));
     (verifier, challenge)
 }
+
+/// Whether `s` is a GUID.
+pub fn is_guid(s: &str) -> bool {
+    uuid::Uuid::try_parse(s).is_ok()
+}

@@ -4,6 +4,7 @@
 
 mod arm;
 mod compute;
+mod conditional;
 mod graph;
 mod helpers;
 mod jwt_attacks;
