@@ -840,3 +840,337 @@ async fn the_token_endpoint_issues_certificates_only_when_it_should() {
     );
     alpha.stop().await;
 }
+
+/// The next one-time code after `last` (a step the server has not seen, within its window).
+fn next_code(b32: &str, last: &mut u64) -> String {
+    let now = usher_core::Clock::now_unix(&usher_core::SystemClock);
+    let step = (*last + 1).max((now / 30) as u64 - 1);
+    *last = step;
+    usher_crypto::totp::current_code(b32, (step * 30) as i64).unwrap()
+}
+
+/// Drives the device-code pages for a user: password, then the one-time code the page asks for.
+async fn approve_with_code(s: &TestServer, user_code: &str, upn: &str, password: &str, code: &str) {
+    let c = s.client();
+    let r = c
+        .post(format!("{}/devicelogin", s.url))
+        .form(&[("user_code", user_code)])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    let marker = "name=\"txn\" value=\"";
+    let txn = page[page.find(marker).unwrap() + marker.len()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let login = format!("{}/{}/login", s.url, s.tenant_id);
+    let page = c
+        .post(&login)
+        .form(&[
+            ("txn", txn.as_str()),
+            ("step", "password"),
+            ("username", upn),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("authenticator app"),
+        "the page must ask for the code: {page}"
+    );
+    let page = c
+        .post(&login)
+        .form(&[("txn", txn.as_str()), ("step", "totp"), ("code", code)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"done\""), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_access_on_machines() {
+    let (s, admin, sub, rg) = setup().await;
+    let alpha = Host::up(&s, &admin, &rg, "alpha", "").await;
+    let cleo = s.create_user("cleo@contoso.test", "Sunny-garden-61", false).await;
+    let bart = s.create_user("bart@contoso.test", "Sunny-garden-62", false).await;
+    let rita = s.create_user("rita@contoso.test", "Sunny-garden-63", false).await;
+    let nico = s.create_user("nico@contoso.test", "Sunny-garden-64", false).await;
+    for u in [&cleo, &bart, &rita, &nico] {
+        assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, u).await;
+    }
+    wait_for_login(&alpha, "nico@contoso.test", true).await;
+    // Cleo has an authenticator; no per-user MFA: only the policy asks for it.
+    let secret = b"usher-test-totp-secret-20bytes!!".to_vec();
+    let b32 = usher_crypto::totp::base32(&secret);
+    let now = usher_core::Clock::now_unix(&usher_core::SystemClock);
+    let mut last = (now / 30) as u64 - 2;
+    let first = next_code(&b32, &mut last);
+    let dir = s.running().state.dir().clone();
+    assert!(dir.register_totp(&cleo, &secret, &first).await.unwrap());
+
+    // Policies through the CLI, from Graph JSON files.
+    let ops = Client::signed_in(&s, "admin@contoso.test", usher_testkit::ADMIN_PASSWORD, &[]).await;
+    let vm_app = "372140e0-b3b7-4226-8ef9-d57986796201";
+    let policies = [
+        (
+            "mfa for machines",
+            "enabled",
+            json!({"users": {"includeUsers": [cleo]}}),
+            json!(["mfa"]),
+        ),
+        (
+            "block bart",
+            "enabled",
+            json!({"users": {"includeUsers": [bart]}}),
+            json!(["block"]),
+        ),
+        (
+            "block rita (report-only)",
+            "enabledForReportingButNotEnforced",
+            json!({"users": {"includeUsers": [rita]}}),
+            json!(["block"]),
+        ),
+        (
+            "no sign-ins from loopback for nico",
+            "enabled",
+            json!({"users": {"includeUsers": [nico]}, "locations": {"includeLocations": ["127.0.0.0/8"]}}),
+            json!(["block"]),
+        ),
+    ];
+    for (name, state, mut conditions, controls) in policies {
+        conditions["applications"] = json!({"includeApplications": [vm_app]});
+        let file = ops.config.path().join("policy.json");
+        std::fs::write(
+            &file,
+            json!({"displayName": name, "state": state, "conditions": conditions,
+                   "grantControls": {"operator": "OR", "builtInControls": controls}})
+            .to_string(),
+        )
+        .unwrap();
+        let out = ops
+            .usher(&["ca", "policy", "create", "--file", file.to_str().unwrap()])
+            .await;
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    // What-if agrees before anyone tries.
+    let out = ops
+        .usher(&[
+            "ca",
+            "what-if",
+            "--user",
+            "bart@contoso.test",
+            "--app",
+            vm_app,
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let w: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(w["decision"], "block", "{w}");
+    let applied: Vec<&str> = w["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["applies"] == true)
+        .map(|p| p["displayName"].as_str().unwrap())
+        .collect();
+    assert_eq!(applied, ["block bart"], "{w}");
+    let out = ops
+        .usher(&[
+            "ca",
+            "what-if",
+            "--user",
+            "cleo@contoso.test",
+            "--app",
+            vm_app,
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["decision"],
+        "mfa",
+        "{out:?}"
+    );
+    let out = ops
+        .usher(&[
+            "ca",
+            "what-if",
+            "--user",
+            "rita@contoso.test",
+            "--app",
+            vm_app,
+            "-o",
+            "json",
+        ])
+        .await;
+    let w: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(w["decision"], "allow", "report-only never decides: {w}");
+    assert!(
+        w["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["wouldHave"] == "block"),
+        "{w}"
+    );
+
+    // MFA required: `usher ssh vm` asks for a sign-in with MFA, then logs in.
+    let c_cleo = Client::signed_in(&s, "cleo@contoso.test", "Sunny-garden-61", &["alpha"]).await;
+    let port = alpha.port.to_string();
+    let mut cmd = c_cleo.command(
+        &cli_path(),
+        &[
+            "ssh",
+            "vm",
+            "--hostname",
+            "alpha",
+            "--port",
+            &port,
+            "--yes",
+            "--",
+            "-o",
+            "BatchMode=yes",
+            "id",
+            "-un",
+        ],
+    );
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let mut seen = String::new();
+    let user_code = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.split("enter the code ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("no device code in: {seen}")
+    })
+    .await
+    .expect("the CLI did not ask for a sign-in");
+    assert!(seen.contains("stronger or fresher sign-in"), "{seen}");
+    let code = next_code(&b32, &mut last);
+    approve_with_code(&s, &user_code, "cleo@contoso.test", "Sunny-garden-61", &code).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cleo@contoso.test");
+    // Now the cached sign-in has MFA: the next login needs nothing more.
+    let out = c_cleo.ssh(&alpha, &["true"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("enter the code"), "{out:?}");
+    // The password path asks for the code because of the policy.
+    let ask = Askpass::new();
+    let code = next_code(&b32, &mut last);
+    let out = ask
+        .login(&alpha, "cleo@contoso.test", "Sunny-garden-61", &code)
+        .await;
+    assert_eq!(out.code, 0, "{out:?}\nprompts: {}", ask.prompts());
+    assert!(ask.prompts().contains("One-time code"), "{}", ask.prompts());
+
+    // Blocked: the certificate and the password are refused with L6's wording.
+    let c_bart = Client::signed_in(&s, "bart@contoso.test", "Sunny-garden-62", &["alpha"]).await;
+    let out = c_bart.ssh(&alpha, &["true"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(NO_ROLE) && out.stderr.contains("53003"),
+        "{out:?}"
+    );
+    let out = ask
+        .login(&alpha, "bart@contoso.test", "Sunny-garden-62", "")
+        .await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains(NO_ROLE), "{out:?}");
+    let entry = sign_ins(&s, &admin)
+        .await
+        .into_iter()
+        .find(|e| {
+            e["userPrincipalName"] == "bart@contoso.test" && e["clientAppUsed"] == "machinePasswordRelay"
+        })
+        .unwrap();
+    assert_eq!(entry["status"]["errorCode"], 53003, "{entry}");
+    let p = entry["appliedConditionalAccessPolicies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["displayName"] == "block bart")
+        .unwrap();
+    assert_eq!(p["result"], "failure");
+
+    // Report-only: nothing changes, but the log says what it would have done.
+    let c_rita = Client::signed_in(&s, "rita@contoso.test", "Sunny-garden-63", &["alpha"]).await;
+    let out = c_rita.ssh(&alpha, &["id", "-un"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let entry = sign_ins(&s, &admin)
+        .await
+        .into_iter()
+        .find(|e| {
+            e["userPrincipalName"] == "rita@contoso.test"
+                && e["authenticationMethodsUsed"]
+                    .to_string()
+                    .contains("sshCertificate")
+        })
+        .unwrap();
+    assert!(
+        entry["appliedConditionalAccessPolicies"]
+            .to_string()
+            .contains("reportOnlyFailure"),
+        "{entry}"
+    );
+
+    // A named location by client address: nico comes from loopback, which the policy blocks.
+    let c_nico = Client::signed_in(&s, "nico@contoso.test", "Sunny-garden-64", &["alpha"]).await;
+    let out = c_nico.ssh(&alpha, &["true"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains(NO_ROLE), "{out:?}");
+    let out = ask
+        .login(&alpha, "nico@contoso.test", "Sunny-garden-64", "")
+        .await;
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(out.stderr.contains(NO_ROLE), "{out:?}");
+    // The same policy for 10.0.0.0/8 no longer applies: nico logs in.
+    let (_, list) = s
+        .api("GET", "/v1.0/identity/conditionalAccess/policies", &admin, None)
+        .await;
+    let id = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["displayName"] == "no sign-ins from loopback for nico")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, b) = s
+        .api(
+            "PATCH",
+            &format!("/v1.0/identity/conditionalAccess/policies/{id}"),
+            &admin,
+            Some(json!({"conditions": {"locations": {"includeLocations": ["10.0.0.0/8"]}}})),
+        )
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let out = c_nico.ssh(&alpha, &["id", "-un"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "nico@contoso.test");
+}
