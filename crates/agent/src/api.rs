@@ -247,11 +247,12 @@ impl Api {
         upn: &str,
         principal_id: &str,
         sessions: u32,
+        reason: &str,
     ) -> std::result::Result<Value, ApiError> {
         let req = self
             .http
             .post(format!("{}/usher/agent/sessions/ended", self.base))
-            .json(&json!({"userPrincipalName": upn, "principalId": principal_id, "sessions": sessions}));
+            .json(&json!({"userPrincipalName": upn, "principalId": principal_id, "sessions": sessions, "reason": reason}));
         answer(self.auth(req)?.send().await).await
     }
 

@@ -30,6 +30,9 @@ pub struct AgentConfig {
     /// How old the login cache may get (seconds, default 300) before a login needs the
     /// server's fresh answer; past it, with the server unreachable, logins are refused.
     pub max_staleness_secs: Option<u64>,
+    /// SSH sessions with no input or output for this long are disconnected (SPEC L7). Overrides
+    /// the tenant's setting; 0 turns the lock off on this machine.
+    pub session_idle_timeout_secs: Option<u64>,
     /// The login shell of directory users (default `/bin/bash`).
     pub shell: Option<String>,
     /// Where the modules and helper shipped with the agent are (default: the agent's own

@@ -96,6 +96,8 @@ pub struct LoginState {
     sessions_file: PathBuf,
     cache: RwLock<Cache>,
     sessions: Mutex<Vec<LiveSession>>,
+    /// The tenant's session lock, seconds (0: off), from the last snapshot.
+    tenant_idle_secs: std::sync::atomic::AtomicU64,
 }
 
 /// Process start time (field 22 of `/proc/PID/stat`).
@@ -143,11 +145,14 @@ impl LoginState {
         logins_file: &Path,
         sessions_file: &Path,
     ) -> Self {
-        let users = std::fs::read(logins_file)
+        let snapshot = std::fs::read(logins_file)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .map(|v| users_of(&v))
-            .unwrap_or_default();
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        let users = snapshot.as_ref().map(users_of).unwrap_or_default();
+        let tenant_idle = snapshot
+            .as_ref()
+            .and_then(|v| v["sessionIdleTimeoutSeconds"].as_u64())
+            .unwrap_or(0);
         let sessions = std::fs::read(sessions_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -159,7 +164,64 @@ impl LoginState {
             sessions_file: sessions_file.to_path_buf(),
             cache: RwLock::new(Cache { users, synced: None }),
             sessions: Mutex::new(sessions),
+            tenant_idle_secs: std::sync::atomic::AtomicU64::new(tenant_idle),
         }
+    }
+
+    /// The session lock in effect: the machine's setting, else the tenant's; `None`: off.
+    pub fn idle_limit(&self) -> Option<Duration> {
+        let tenant = self.tenant_idle_secs.load(std::sync::atomic::Ordering::Relaxed);
+        idle_limit(self.config.session_idle_timeout_secs, tenant)
+    }
+
+    /// Disconnects sessions with no input or output for the idle limit (SPEC L7): each is told
+    /// why on its terminal or standard error, then ended. `activity` keeps each session's last
+    /// I/O total and when it changed between calls. Returns the users locked out, with counts.
+    pub fn lock_idle_sessions(
+        &self,
+        activity: &mut HashMap<(u32, u64), (u64, Instant)>,
+    ) -> Vec<(String, String, u32)> {
+        let Some(limit) = self.idle_limit() else {
+            activity.clear();
+            return vec![];
+        };
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return vec![];
+        };
+        let now = Instant::now();
+        let mut locked: HashMap<String, u32> = HashMap::new();
+        sessions.retain(|s| {
+            if process_start(s.pid) != Some(s.start) {
+                return false;
+            }
+            let io = session_io(s.pid);
+            let entry = activity.entry((s.pid, s.start)).or_insert((io, now));
+            if entry.0 != io {
+                *entry = (io, now);
+                return true;
+            }
+            if now.duration_since(entry.1) < limit {
+                return true;
+            }
+            tell_session(s.pid, usher_proto::local::SESSION_LOCKED_TEXT);
+            end_session(s.pid);
+            *locked.entry(s.user.clone()).or_default() += 1;
+            tracing::warn!(user = %s.user, pid = s.pid, idle_secs = limit.as_secs(), "idle session locked: disconnected");
+            false
+        });
+        let live: std::collections::HashSet<(u32, u64)> = sessions.iter().map(|s| (s.pid, s.start)).collect();
+        activity.retain(|k, _| live.contains(k));
+        if !locked.is_empty() {
+            self.save_sessions(&sessions);
+        }
+        let ids = self.cache.read().map(|c| c.users.clone()).unwrap_or_default();
+        locked
+            .into_iter()
+            .map(|(u, n)| {
+                let id = ids.get(&u).map(|l| l.principal_id.clone()).unwrap_or_default();
+                (u, id, n)
+            })
+            .collect()
     }
 
     /// The server answered the long poll (with or without a change).
@@ -173,6 +235,10 @@ impl LoginState {
     /// Returns the users whose sessions were ended, with how many.
     pub fn apply_snapshot(&self, snapshot: &Value) -> Vec<(String, String, u32)> {
         let users = users_of(snapshot);
+        self.tenant_idle_secs.store(
+            snapshot["sessionIdleTimeoutSeconds"].as_u64().unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let old = match self.cache.write() {
             Ok(mut c) => {
                 c.synced = Some(Instant::now());
@@ -569,6 +635,54 @@ pub fn device_id(root: &Path) -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
+/// The session lock in effect: `machine` (0: off) wins over `tenant` (0: off).
+pub fn idle_limit(machine: Option<u64>, tenant: u64) -> Option<Duration> {
+    let secs = machine.unwrap_or(tenant);
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// Bytes read and written by every process of a session so far: any input or output moves it.
+fn session_io(pid: u32) -> u64 {
+    process_tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/io")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    matches!(k, "rchar" | "wchar").then(|| v.trim().parse::<u64>().ok())?
+                })
+                .collect::<Vec<_>>()
+        })
+        .fold(0u64, u64::wrapping_add)
+}
+
+/// Writes a line to the terminal or standard error of a session's processes (each distinct
+/// target once, never blocking on a full pipe), so the user sees why the session ends.
+fn tell_session(pid: u32, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    const O_NONBLOCK: i32 = 0o4000;
+    let mut told = std::collections::HashSet::new();
+    for p in process_tree(pid).iter().rev() {
+        let fd = format!("/proc/{p}/fd/2");
+        let Ok(target) = std::fs::read_link(&fd) else {
+            continue;
+        };
+        let t = target.to_string_lossy().into_owned();
+        if t == "/dev/null" || t.starts_with("socket:") || !told.insert(t) {
+            continue;
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fd)
+        {
+            let _ = f.write_all(format!("\r\n{text}\r\n").as_bytes());
+        }
+    }
+}
+
 /// Ends a session: every process below sshd's per-connection process, then that process.
 fn end_session(pid: u32) {
     let tree = process_tree(pid);
@@ -631,9 +745,10 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &LocalReply) 
 }
 
 /// Reports ended sessions to the server (the sign-in log records why).
-pub async fn report_ended(api: &Api, ended: Vec<(String, String, u32)>) {
+/// Reports ended sessions; `reason` is `revoked` (L8) or `idleLock` (L7).
+pub async fn report_ended(api: &Api, ended: Vec<(String, String, u32)>, reason: &str) {
     for (user, id, n) in ended {
-        if let Err(e) = api.sessions_ended(&user, &id, n).await {
+        if let Err(e) = api.sessions_ended(&user, &id, n, reason).await {
             tracing::warn!(user, error = %e, "cannot report ended sessions");
         }
     }
@@ -643,6 +758,30 @@ pub async fn report_ended(api: &Api, ended: Vec<(String, String, u32)>) {
 #[allow(clippy::unwrap_used, reason = "test code")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_setting_beats_the_tenant_and_zero_is_off() {
+        assert_eq!(idle_limit(None, 0), None);
+        assert_eq!(idle_limit(None, 600), Some(Duration::from_secs(600)));
+        assert_eq!(idle_limit(Some(60), 600), Some(Duration::from_secs(60)));
+        assert_eq!(idle_limit(Some(0), 600), None);
+    }
+
+    #[test]
+    fn session_io_grows_with_output() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3; head -c 100000 /dev/zero > /dev/null; sleep 3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let before = session_io(child.id());
+        std::thread::sleep(Duration::from_millis(1200));
+        let after = session_io(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(after >= before + 100_000, "{before} -> {after}");
+    }
 
     #[test]
     fn snapshot_users_and_process_tree() {

@@ -129,6 +129,7 @@ pub async fn run(
             }
         }));
     }
+    tasks.push(tokio::spawn(session_lock_loop(api.clone(), login_state.clone())));
     let logins = tokio::spawn(login_cache_loop(
         api.clone(),
         state.clone(),
@@ -152,6 +153,19 @@ pub async fn run(
     Ok(())
 }
 
+/// Disconnects idle sessions (SPEC L7): a look every second at each session's I/O.
+async fn session_lock_loop(api: Arc<Api>, logins: Arc<crate::local::LoginState>) {
+    let mut activity = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let locked = logins.lock_idle_sessions(&mut activity);
+        if !locked.is_empty() {
+            crate::local::report_ended(&api, locked, "idleLock").await;
+        }
+    }
+}
+
 /// Keeps the login cache (`logins.json` in the state directory) in step with the server: a long
 /// poll that returns as soon as users, groups or roles change.
 pub async fn login_cache_loop(
@@ -173,7 +187,7 @@ pub async fn login_cache_loop(
                     let ended = logins.apply_snapshot(&v);
                     if !ended.is_empty() {
                         let api = api.clone();
-                        tokio::spawn(async move { crate::local::report_ended(&api, ended).await });
+                        tokio::spawn(async move { crate::local::report_ended(&api, ended, "revoked").await });
                     }
                     let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
                     let root = std::path::Path::new("/");

@@ -1174,3 +1174,101 @@ async fn conditional_access_on_machines() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "nico@contoso.test");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_locked_and_reconnecting_is_a_new_sign_in() {
+    let (s, admin, sub, rg) = setup().await;
+    let alpha = Host::up(&s, &admin, &rg, "alpha", "").await;
+    let ivy = s.create_user("ivy@contoso.test", "Sunny-garden-71", false).await;
+    assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, &ivy).await;
+    wait_for_login(&alpha, "ivy@contoso.test", true).await;
+    // Off by default: the snapshot says so.
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(alpha.m.state().join("logins.json")).unwrap()).unwrap();
+    assert_eq!(snap["sessionIdleTimeoutSeconds"], 0);
+    // The tenant turns the lock on (3 s); the machine hears of it with the next snapshot.
+    let (st, b) = s
+        .api(
+            "PATCH",
+            "/usher/tenant",
+            &admin,
+            Some(json!({"sessionIdleTimeoutSeconds": 3})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .api(
+            "PATCH",
+            "/usher/tenant",
+            &admin,
+            Some(json!({"sessionIdleTimeoutSeconds": 9_000_000})),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    // A role change wakes the long poll at once, carrying the setting.
+    let other = s.create_user("oli@contoso.test", "Sunny-garden-72", false).await;
+    assign(&s, &admin, &alpha.vm, &sub, USER_LOGIN, &other).await;
+    wait_for_login(&alpha, "oli@contoso.test", true).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap: Value =
+            serde_json::from_slice(&std::fs::read(alpha.m.state().join("logins.json")).unwrap()).unwrap();
+        if snap["sessionIdleTimeoutSeconds"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the setting never arrived: {snap}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let c = Client::signed_in(&s, "ivy@contoso.test", "Sunny-garden-71", &["alpha"]).await;
+    // Busy for 6 s (output every half second): never idle, runs to the end.
+    let started = Instant::now();
+    let out = c
+        .ssh(
+            &alpha,
+            &[
+                "sh",
+                "-c",
+                "'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo tick; sleep 0.5; done'",
+            ],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.matches("tick").count(), 12, "{out:?}");
+    assert!(started.elapsed() >= Duration::from_secs(6));
+    // Idle: disconnected after about 3 s, and told why.
+    let started = Instant::now();
+    let out = c.ssh(&alpha, &["sleep", "60"]).await;
+    let took = started.elapsed();
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Your session was disconnected because it was locked. Sign in again to reconnect."),
+        "{out:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    let entry = sign_ins(&s, &admin)
+        .await
+        .into_iter()
+        .find(|e| e["clientAppUsed"] == "sessionLock")
+        .unwrap();
+    assert_eq!(entry["userPrincipalName"], "ivy@contoso.test");
+    // Reconnecting is a new sign-in: Conditional Access decides again (now it blocks).
+    let (st, b) = s
+        .api(
+            "POST",
+            "/v1.0/identity/conditionalAccess/policies",
+            &admin,
+            Some(json!({"displayName": "block ivy", "state": "enabled",
+                "conditions": {"users": {"includeUsers": [ivy]}, "applications": {"includeApplications": ["372140e0-b3b7-4226-8ef9-d57986796201"]}},
+                "grantControls": {"operator": "OR", "builtInControls": ["block"]}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let out = c.ssh(&alpha, &["true"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains(NO_ROLE), "{out:?}");
+}

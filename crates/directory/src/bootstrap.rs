@@ -123,6 +123,7 @@ impl Directory {
                     default_subscription_id: self.new_id(),
                     bootstrap_complete: false,
                     created_at: now,
+                    session_idle_timeout_secs: None,
                 };
                 self.store
                     .insert(Record::from_value(kinds::TENANT, &t.id, &t)?)

@@ -227,7 +227,7 @@ impl Directory {
             risk_event_types: &e.risk_signals,
             status: SignInStatus {
                 error_code: e.error_code,
-                failure_reason: if e.error_code == 0 {
+                failure_reason: if e.error_code == 0 && e.failure_reason.is_empty() {
                     "Other."
                 } else {
                     &e.failure_reason

@@ -24,6 +24,10 @@ pub struct Tenant {
     pub bootstrap_complete: bool,
     /// Creation time.
     pub created_at: i64,
+    /// SSH sessions idle this long are disconnected (SPEC L7); `None`: off. A machine's own
+    /// setting overrides it.
+    #[serde(default)]
+    pub session_idle_timeout_secs: Option<u64>,
 }
 
 fn yes() -> bool {

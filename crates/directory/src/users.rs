@@ -66,7 +66,13 @@ impl Directory {
         &self,
         password_policy: Option<usher_core::PasswordPolicy>,
         allow_public_client_flows: Option<bool>,
+        session_idle_timeout_secs: Option<u64>,
     ) -> DirResult<Tenant> {
+        if session_idle_timeout_secs.is_some_and(|s| s > 7 * 86_400) {
+            return Err(DirectoryError::Invalid(
+                "sessionIdleTimeoutSeconds must be at most 604800 (a week); 0 turns it off".into(),
+            ));
+        }
         if let Some(p) = &password_policy {
             if !(8..=256).contains(&p.min_length) {
                 return Err(DirectoryError::Invalid(
@@ -86,6 +92,9 @@ impl Directory {
             }
             if let Some(a) = allow_public_client_flows {
                 t.allow_public_client_flows = a;
+            }
+            if let Some(s) = session_idle_timeout_secs {
+                t.session_idle_timeout_secs = (s > 0).then_some(s);
             }
             Ok(None)
         })

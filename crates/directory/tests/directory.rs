@@ -501,7 +501,10 @@ async fn an_expired_password_must_be_changed() {
         max_age_days: Some(1),
         ..Default::default()
     };
-    e.dir.update_tenant_settings(Some(policy), None).await.unwrap();
+    e.dir
+        .update_tenant_settings(Some(policy), None, None)
+        .await
+        .unwrap();
     assert_eq!(
         kind(
             &e.dir

@@ -137,6 +137,9 @@ pub const NO_ROLE_TEXT: &str = "Your account is configured to prevent you from u
 pub const BAD_CREDENTIALS_TEXT: &str = "Your credentials did not work.";
 /// SPEC L6: a method that policy forbids.
 pub const METHOD_NOT_ALLOWED_TEXT: &str = "The sign-in method you're trying to use isn't allowed. Try a different sign-in method or contact your system administrator.";
+/// L7: what a locked (idle) session is told as it is disconnected.
+pub const SESSION_LOCKED_TEXT: &str =
+    "Your session was disconnected because it was locked. Sign in again to reconnect.";
 
 /// The canonical directory user name: `USHER\user@domain` (and the seed's `AzureAD\` form)
 /// is `user@domain`, lower-cased.

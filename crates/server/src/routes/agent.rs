@@ -199,9 +199,18 @@ pub async fn logins(
 ) -> Response {
     let changes = vec![state.dir().watch_changes(), state.arm.watch_rbac()];
     long_poll(&q, changes, || async {
-        let snapshot = state.arm.own_logins(&m).await?;
+        let mut snapshot = state.arm.own_logins(&m).await?;
+        // The tenant's session lock (SPEC L7) rides along; a machine's own setting wins.
+        let idle = state
+            .dir()
+            .tenant()
+            .await
+            .map_err(|_| ArmError::internal())?
+            .session_idle_timeout_secs
+            .unwrap_or(0);
+        snapshot["sessionIdleTimeoutSeconds"] = Value::from(idle);
         let fp = usher_crypto::secret::hex(&usher_crypto::secret::sha256(
-            snapshot["logins"].to_string().as_bytes(),
+            format!("{}|{idle}", snapshot["logins"]).as_bytes(),
         ));
         Ok((snapshot, fp))
     })

@@ -176,6 +176,7 @@ fn tenant_json(t: &usher_directory::model::Tenant) -> Value {
         "defaultSubscriptionId": t.default_subscription_id,
         "allowPublicClientFlows": t.allow_public_client_flows,
         "passwordPolicy": t.password_policy,
+        "sessionIdleTimeoutSeconds": t.session_idle_timeout_secs.unwrap_or(0),
     })
 }
 
@@ -189,9 +190,11 @@ pub async fn get_tenant(State(state): State<AppState>, _c: UserCaller) -> Result
 struct TenantPatch {
     password_policy: Option<usher_core::PasswordPolicy>,
     allow_public_client_flows: Option<bool>,
+    session_idle_timeout_seconds: Option<u64>,
 }
 
-/// `PATCH /usher/tenant`: `{"passwordPolicy": {...}, "allowPublicClientFlows": bool}`.
+/// `PATCH /usher/tenant`: `{"passwordPolicy": {...}, "allowPublicClientFlows": bool,
+/// "sessionIdleTimeoutSeconds": N}` (0: off).
 pub async fn update_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -203,7 +206,11 @@ pub async fn update_tenant(
     let patch: TenantPatch = body(&bytes)?;
     let t = state
         .dir()
-        .update_tenant_settings(patch.password_policy, patch.allow_public_client_flows)
+        .update_tenant_settings(
+            patch.password_policy,
+            patch.allow_public_client_flows,
+            patch.session_idle_timeout_seconds,
+        )
         .await?;
     let details = tenant_json(&t);
     audit(

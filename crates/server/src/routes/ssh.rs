@@ -331,6 +331,9 @@ pub struct EndedAsk {
     #[serde(default)]
     principal_id: Option<String>,
     sessions: u32,
+    /// `revoked` (L8, the default) or `idleLock` (L7).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// `POST /usher/agent/sessions/ended`: the agent ended a user's live sessions (SPEC L8); the
@@ -349,6 +352,28 @@ pub async fn sessions_ended(
             .ok()
             .flatten(),
     };
+    if ask.reason.as_deref() == Some("idleLock") {
+        state
+            .dir()
+            .log_sign_in(SignInEvent {
+                user_principal_name: ask.user_principal_name.clone(),
+                user_id: user.as_ref().map(|u| u.id.clone()).unwrap_or_default(),
+                app_id: VM_SIGN_IN_APP.into(),
+                app_display_name: "Azure Windows VM Sign-In".into(),
+                resource_id: m.vm_id(),
+                client_app_used: "sessionLock".into(),
+                failure_reason: format!(
+                    "{} idle session(s) on {} were locked and disconnected; reconnecting is a new sign-in.",
+                    ask.sessions,
+                    m.hostname()
+                ),
+                conditional_access_status: "notApplied".into(),
+                correlation_id: state.dir().new_id(),
+                ..Default::default()
+            })
+            .await;
+        return Json(json!({"recorded": true, "reason": "idleLock"})).into_response();
+    }
     let (code, why) = match &user {
         None => (50034, "the account was deleted".to_owned()),
         Some(u) if !u.account_enabled => (50057, "the account was disabled".to_owned()),
