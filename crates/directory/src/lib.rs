@@ -12,6 +12,7 @@ mod groups;
 mod hashing;
 mod logs;
 pub mod model;
+mod passkeys;
 pub mod posix;
 pub mod risk;
 mod users;

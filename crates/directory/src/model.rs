@@ -41,6 +41,34 @@ impl Tenant {
     }
 }
 
+/// A registered passkey (SPEC T6, C1's phishing-resistant strength).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasskeyMethod {
+    /// Method id (Graph's `fido2AuthenticationMethod.id`).
+    pub id: String,
+    /// The credential id (base64url), as the authenticator names it.
+    pub credential_id: String,
+    /// The user's name for it.
+    pub display_name: String,
+    /// When it was registered.
+    pub created_at: i64,
+    /// When it was last used to sign in.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+    /// The authenticator's signature counter as last seen (0: the authenticator keeps none).
+    #[serde(default)]
+    pub sign_count: u32,
+    /// Whether the credential may be backed up (synced passkey).
+    #[serde(default)]
+    pub backup_eligible: bool,
+    /// Whether it is backed up now.
+    #[serde(default)]
+    pub backup_state: bool,
+    /// The relying-party library's stored credential (public key and algorithm).
+    pub credential: serde_json::Value,
+}
+
 /// A registered TOTP authenticator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +109,9 @@ pub struct User {
     /// Registered TOTP authenticator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<TotpMethod>,
+    /// Registered passkeys (WebAuthn credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<PasskeyMethod>,
     /// Directory role template ids held directly.
     #[serde(default)]
     pub directory_roles: Vec<String>,

@@ -182,6 +182,7 @@ impl Directory {
             password_set_at: now,
             mfa_state: MfaState::Disabled,
             totp: None,
+            passkeys: vec![],
             directory_roles: vec![],
             refresh_tokens_valid_from: now,
             created_at: now,

@@ -9,6 +9,7 @@ mod error;
 pub mod grants;
 pub mod keys;
 pub mod login;
+pub mod passkeys;
 pub mod relay;
 pub mod scopes;
 pub mod ssh;
@@ -62,6 +63,7 @@ pub struct Idp {
     keys: keys::KeyRing,
     ssh: ssh::SshAuthorities,
     ssh_gate: GateSlot,
+    passkey_rp: passkeys::PasskeyRp,
 }
 
 /// Where the resource manager plugs in its [`ssh::SshGate`] (set once at start-up).
@@ -85,6 +87,7 @@ impl Idp {
         let keys = keys::KeyRing::load(&dir).await?;
         let ssh = ssh::SshAuthorities::load(&dir).await?;
         let public_url: Arc<str> = Arc::from(public_url.trim_end_matches('/'));
+        let passkey_rp = passkeys::PasskeyRp::for_url(&public_url);
         let issuer: Arc<str> = Arc::from(format!("{public_url}/{}/v2.0", tenant.id));
         Ok(Self {
             dir,
@@ -94,6 +97,7 @@ impl Idp {
             keys,
             ssh,
             ssh_gate: GateSlot::default(),
+            passkey_rp,
         })
     }
 

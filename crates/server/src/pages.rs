@@ -1,4 +1,5 @@
-//! The sign-in pages (SPEC T6, W2): small server-rendered HTML, every value escaped, no scripts.
+//! The sign-in pages (SPEC T6, W2): small server-rendered HTML, every value escaped. The only
+//! script is the server's own `/static/passkey.js`, for the WebAuthn calls of the passkey pages.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -34,7 +35,9 @@ pub fn page(status: StatusCode, html: String) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
     );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
@@ -65,7 +68,91 @@ pub fn password(
         e = error_line(error),
         u = attr(username.unwrap_or_default())
     );
-    layout("Sign in", &form(action, txn, "password", &fields, "Sign in"))
+    let passkey = "<button type=\"submit\" name=\"use\" value=\"passkey\" formnovalidate id=\"use-passkey\">Sign in with a passkey</button>";
+    let body =
+        form(action, txn, "password", &fields, "Sign in").replace("</form>", &format!("{passkey}</form>"));
+    layout("Sign in", &body)
+}
+
+/// The passkey script.
+pub const PASSKEY_JS: &str = include_str!("../static/passkey.js");
+
+fn passkey_form(
+    action: &str,
+    txn: &str,
+    step: &str,
+    mode: &str,
+    options: &str,
+    fields: &str,
+    button: &str,
+) -> String {
+    format!(
+        "<form method=\"post\" action=\"{a}\" data-passkey=\"{m}\" id=\"passkey-form\"><input type=\"hidden\" name=\"txn\" value=\"{t}\"><input type=\"hidden\" name=\"step\" value=\"{s}\">\
+<input type=\"hidden\" name=\"options\" value=\"{o}\"><input type=\"hidden\" name=\"response\" value=\"\">{fields}<button type=\"submit\" id=\"passkey-go\">{b}</button></form>",
+        a = attr(action),
+        m = attr(mode),
+        t = attr(txn),
+        s = attr(step),
+        o = attr(options),
+        b = text(button)
+    )
+}
+
+/// Sign in with a passkey (the browser asks the authenticator).
+pub fn passkey(action: &str, txn: &str, options: &str, error: Option<&str>) -> String {
+    let body = format!(
+        "{e}<p>Use your passkey: your device will ask you to confirm it is you.</p>{f}<p class=\"err\" role=\"alert\" id=\"passkey-error\" hidden></p><script src=\"/static/passkey.js\" defer></script>",
+        e = error_line(error),
+        f = passkey_form(action, txn, "passkey", "get", options, "", "Use passkey")
+    );
+    layout("Use your passkey", &body)
+}
+
+/// The user's passkeys: list, remove, add.
+pub fn manage_passkeys(action: &str, txn: &str, view: &usher_idp::login::PasskeyView) -> String {
+    let mut list = String::new();
+    for p in &view.passkeys {
+        list.push_str(&format!(
+            "<li class=\"passkey\" data-id=\"{id}\"><strong>{n}</strong> <span class=\"muted\">added {c}; last used {u}; counter {k}{b}</span>\
+<form method=\"post\" action=\"{a}\"><input type=\"hidden\" name=\"txn\" value=\"{t}\"><input type=\"hidden\" name=\"step\" value=\"passkey-remove\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><button type=\"submit\">Remove</button></form></li>",
+            id = attr(&p.id),
+            n = text(&p.name),
+            c = text(&p.created),
+            u = text(p.last_used.as_deref().unwrap_or("never")),
+            k = p.sign_count,
+            b = if p.backed_up { "; synced" } else { "" },
+            a = attr(action),
+            t = attr(txn),
+        ));
+    }
+    let listing = if view.passkeys.is_empty() {
+        "<p id=\"no-passkeys\">You have no passkeys yet.</p>".to_owned()
+    } else {
+        format!("<ul id=\"passkeys\">{list}</ul>")
+    };
+    let notice = view
+        .notice
+        .as_deref()
+        .map(|n| format!("<p id=\"notice\">{}</p>", text(n)))
+        .unwrap_or_default();
+    let add = match &view.options {
+        Some(o) => passkey_form(
+            action,
+            txn,
+            "passkey-register",
+            "create",
+            o,
+            "<label for=\"name\">Name</label><input id=\"name\" name=\"name\" value=\"Passkey\" maxlength=\"64\">",
+            "Add a passkey",
+        ),
+        None => String::new(),
+    };
+    let body = format!(
+        "<p class=\"muted\">{u}</p>{e}{notice}{listing}{add}<p class=\"err\" role=\"alert\" id=\"passkey-error\" hidden></p><script src=\"/static/passkey.js\" defer></script>",
+        u = text(&view.upn),
+        e = error_line(view.error.as_deref()),
+    );
+    layout("Your passkeys", &body)
 }
 
 /// A one-time code.

@@ -75,14 +75,35 @@ pub async fn spawn() -> TestServer {
     spawn_with(Backend::Sqlite).await
 }
 
+/// Starts a server on SQLite published as `https://localhost:PORT` (a domain: WebAuthn refuses
+/// IP addresses as relying parties).
+pub async fn spawn_localhost() -> TestServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    spawn_configured(Backend::Sqlite, |c| {
+        c.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        c.public_url = format!("https://localhost:{port}");
+    })
+    .await
+}
+
 /// Starts a server on the given backend.
 pub async fn spawn_with(backend: Backend) -> TestServer {
+    spawn_configured(backend, |_| {}).await
+}
+
+/// Starts a server on the given backend, with `adjust` applied to its configuration.
+pub async fn spawn_configured(backend: Backend, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
     let (store, database_url) = open_store(backend, &data_dir).await;
     let mut config = ServerConfig::new(data_dir.clone(), SocketAddr::from(([127, 0, 0, 1], 0)));
     config.bootstrap_password = Some(ADMIN_PASSWORD.to_owned().into());
+    adjust(&mut config);
     let server = usher_server::start(config, store).await.unwrap();
     TestServer {
         url: server.public_url.clone(),

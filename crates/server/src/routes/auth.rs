@@ -111,6 +111,9 @@ impl Caller {
                     usher_core::well_known::GLOBAL_ADMIN_ROLE => "Global Administrator",
                     usher_core::well_known::USER_ADMIN_ROLE => "User Administrator",
                     usher_core::well_known::CLOUD_APP_ADMIN_ROLE => "Cloud Application Administrator",
+                    usher_core::well_known::CONDITIONAL_ACCESS_ADMIN_ROLE =>
+                        "Conditional Access Administrator",
+                    usher_core::well_known::SECURITY_ADMIN_ROLE => "Security Administrator",
                     other => other,
                 })
                 .collect::<Vec<_>>()

@@ -265,6 +265,42 @@ fn render_step(state: &AppState, txn: &str, step: LoginStep) -> Response {
             StatusCode::BAD_REQUEST,
             pages::message("Sign-in failed", &message),
         ),
+        LoginStep::Passkey { options, error } => pages::page(
+            StatusCode::OK,
+            pages::passkey(&action, txn, &options, error.as_deref()),
+        ),
+        LoginStep::ManagePasskeys(view) => {
+            pages::page(StatusCode::OK, pages::manage_passkeys(&action, txn, &view))
+        }
+    }
+}
+
+/// `GET /static/passkey.js`: the passkey pages' script.
+pub async fn passkey_js() -> Response {
+    let mut r = pages::PASSKEY_JS.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// `GET /passkeys`: sign in, then list, add and remove your passkeys.
+pub async fn passkeys_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let m = meta(&headers, None, &state);
+    let txn = match state.idp.start_login(LoginPurpose::Passkeys).await {
+        Ok(t) => t,
+        Err(e) => return error_page(&m, &e),
+    };
+    match state.idp.login_step(&txn, LoginInput::Show, &m).await {
+        Ok(s) => with_cookie(render_step(&state, &txn, s), &txn),
+        Err(e) => error_page(&m, &e),
     }
 }
 
@@ -327,10 +363,21 @@ pub async fn login_post(
         );
     }
     let input = match field("step").as_str() {
+        "password" if field("use") == "passkey" => LoginInput::PasskeyStart {
+            username: field("username"),
+        },
         "password" => LoginInput::Password {
             username: field("username"),
             password: field("password"),
         },
+        "passkey" => LoginInput::PasskeyAssertion {
+            response: field("response"),
+        },
+        "passkey-register" => LoginInput::PasskeyRegister {
+            response: field("response"),
+            name: field("name"),
+        },
+        "passkey-remove" => LoginInput::PasskeyRemove { id: field("id") },
         "totp" => LoginInput::Totp { code: field("code") },
         "register" => LoginInput::RegisterTotp { code: field("code") },
         "change" => LoginInput::ChangePassword {

@@ -6,6 +6,7 @@ mod auth;
 mod conditional;
 mod graph;
 mod identity;
+mod methods;
 mod ops;
 pub(crate) mod ssh;
 
@@ -42,8 +43,23 @@ pub fn router(state: AppState) -> Router {
             get(identity::devicelogin_get).post(identity::devicelogin_post),
         )
         .route("/changepassword", get(identity::changepassword_get))
+        .route("/passkeys", get(identity::passkeys_get))
+        .route("/static/passkey.js", get(identity::passkey_js))
         .route("/common/userrealm/{upn}", get(identity::userrealm))
         .route("/v1.0/me", get(graph::me))
+        .route("/v1.0/me/authentication/fido2Methods", get(methods::my_passkeys))
+        .route(
+            "/v1.0/me/authentication/fido2Methods/{method}",
+            axum::routing::delete(methods::delete_my_passkey),
+        )
+        .route(
+            "/v1.0/users/{id}/authentication/fido2Methods",
+            get(methods::user_passkeys),
+        )
+        .route(
+            "/v1.0/users/{id}/authentication/fido2Methods/{method}",
+            axum::routing::delete(methods::delete_user_passkey),
+        )
         .route("/v1.0/users", get(graph::list_users).post(graph::create_user))
         .route(
             "/v1.0/users/{id}",

@@ -10,4 +10,5 @@ mod helpers;
 mod jwt_attacks;
 mod oidc;
 mod pages;
+mod passkeys;
 mod token;

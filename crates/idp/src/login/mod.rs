@@ -14,6 +14,10 @@ use usher_store::Record;
 use crate::scopes::ScopeRequest;
 use crate::{Idp, IdpError, IdpResult, RequestMeta, kinds};
 
+mod passkey;
+
+pub use passkey::PasskeyView;
+
 /// Lifetime of a sign-in transaction.
 const LOGIN_LIFETIME_SECS: i64 = 900;
 /// Wrong TOTP codes tolerated in one transaction.
@@ -65,6 +69,8 @@ pub enum LoginPurpose {
         /// Client display name.
         client_name: String,
     },
+    /// The user's own passkeys page: sign in, then list, add and remove passkeys.
+    Passkeys,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,6 +80,10 @@ enum Stage {
     ChangePassword,
     Totp,
     RegisterTotp,
+    /// Waiting for a passkey assertion.
+    Passkey,
+    /// Signed in on the passkeys page.
+    ManagePasskeys,
     Done,
 }
 
@@ -87,6 +97,9 @@ struct Txn {
     amr: Vec<String>,
     pending_totp: Option<String>,
     totp_failures: u32,
+    /// The running WebAuthn ceremony's state (server-side only).
+    #[serde(default)]
+    passkey_state: Option<String>,
 }
 
 /// Input from a sign-in page.
@@ -117,6 +130,28 @@ pub enum LoginInput {
         current: String,
         /// New password.
         new: String,
+    },
+    /// "Sign in with a passkey" on the password page.
+    PasskeyStart {
+        /// User name.
+        username: String,
+    },
+    /// The browser's passkey assertion (JSON).
+    PasskeyAssertion {
+        /// The `PublicKeyCredential` as JSON.
+        response: String,
+    },
+    /// A new passkey's attestation (JSON) and its name.
+    PasskeyRegister {
+        /// The `PublicKeyCredential` (attestation) as JSON.
+        response: String,
+        /// The user's name for it.
+        name: String,
+    },
+    /// Remove a passkey by method id.
+    PasskeyRemove {
+        /// Method id.
+        id: String,
     },
 }
 
@@ -165,6 +200,15 @@ pub enum LoginStep {
         /// Message for the user.
         message: String,
     },
+    /// Use a passkey.
+    Passkey {
+        /// The browser's request options (JSON).
+        options: String,
+        /// Error of the previous attempt.
+        error: Option<String>,
+    },
+    /// The passkeys page.
+    ManagePasskeys(PasskeyView),
 }
 
 /// The message for wrong credentials (SPEC L6).
@@ -290,6 +334,7 @@ impl Idp {
             amr: vec![],
             pending_totp: None,
             totp_failures: 0,
+            passkey_state: None,
         };
         self.directory()
             .store()
@@ -328,7 +373,7 @@ impl Idp {
         match &txn.purpose {
             LoginPurpose::Authorize(a) => a.client_name.clone(),
             LoginPurpose::Device { client_name, .. } => client_name.clone(),
-            LoginPurpose::ChangePassword => "your account".into(),
+            LoginPurpose::ChangePassword | LoginPurpose::Passkeys => "your account".into(),
         }
     }
 
@@ -350,19 +395,27 @@ impl Idp {
                     error,
                     username: txn.upn.clone().or_else(|| match &txn.purpose {
                         LoginPurpose::Authorize(a) => a.login_hint.clone(),
-                        LoginPurpose::Device { .. } | LoginPurpose::ChangePassword => None,
+                        LoginPurpose::Device { .. }
+                        | LoginPurpose::ChangePassword
+                        | LoginPurpose::Passkeys => None,
                     }),
                     client_name: Self::client_name(txn),
                 },
                 Stage::ChangePassword => LoginStep::ChangePassword { error },
                 Stage::Totp => LoginStep::Totp { error },
-                Stage::RegisterTotp | Stage::Done => LoginStep::Failed {
-                    message: "This sign-in is finished.".into(),
-                },
+                Stage::RegisterTotp | Stage::Passkey | Stage::ManagePasskeys | Stage::Done => {
+                    LoginStep::Failed {
+                        message: "This sign-in is finished.".into(),
+                    }
+                }
             }
         };
         match (txn.stage, input) {
             (Stage::RegisterTotp, LoginInput::Show) => self.registration_view(txn_id, &txn, None),
+            (Stage::Passkey | Stage::ManagePasskeys, input)
+            | (Stage::Password, input @ LoginInput::PasskeyStart { .. }) => {
+                self.passkey_step(rec, txn, input, meta).await
+            }
             (_, LoginInput::Show) => Ok(stage_view(&txn, None)),
             (Stage::Password, LoginInput::Password { username, password }) => {
                 let upn = username
@@ -542,7 +595,13 @@ impl Idp {
             },
             None => false,
         };
-        if !user.mfa_state.requires_mfa() && !ca_wants_mfa {
+        // A strength only a passkey gives: ask for the passkey (step-up) when the user has one.
+        if !user.passkeys.is_empty() && self.ca_wants_passkey(&txn, &user, meta).await? {
+            return self.ask_passkey(rec, txn, &user, None).await;
+        }
+        // The passkeys page asks for the second factor whenever the user has one.
+        let manage_needs_code = matches!(txn.purpose, LoginPurpose::Passkeys) && user.totp.is_some();
+        if !user.mfa_state.requires_mfa() && !ca_wants_mfa && !manage_needs_code {
             return self.complete(rec, txn, meta).await;
         }
         if user.totp.is_some() {
@@ -591,7 +650,7 @@ impl Idp {
                     usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
                 )
             }
-            LoginPurpose::ChangePassword => return Ok(None),
+            LoginPurpose::ChangePassword | LoginPurpose::Passkeys => return Ok(None),
         };
         let resource = self.resolve_resource(&ScopeRequest::parse(&scope)?).await?;
         let name = match &resource {
@@ -615,6 +674,11 @@ impl Idp {
     async fn complete(&self, rec: Record, mut txn: Txn, meta: &RequestMeta) -> IdpResult<LoginStep> {
         let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
         let upn = txn.upn.clone().unwrap_or_default();
+        if matches!(txn.purpose, LoginPurpose::Passkeys) {
+            let user = self.directory().get_user(&user_id).await?;
+            self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
+            return self.enter_manage(rec, txn, &user, None, None).await;
+        }
         txn.stage = Stage::Done;
         self.save_txn(rec, &txn).await?;
         let user = self.directory().get_user(&user_id).await?;
@@ -678,6 +742,10 @@ impl Idp {
                     client_name: client_name.clone(),
                 })
             }
+            // Handled before the transaction is finished (it stays open for the page).
+            LoginPurpose::Passkeys => Ok(LoginStep::Failed {
+                message: "This sign-in is finished.".into(),
+            }),
         }
     }
 
@@ -709,6 +777,7 @@ impl Idp {
             LoginPurpose::Authorize(a) => (a.client_id.clone(), a.client_name.clone(), "Browser"),
             LoginPurpose::Device { client_name, .. } => (String::new(), client_name.clone(), "Device code"),
             LoginPurpose::ChangePassword => (String::new(), "Change password".to_owned(), "Browser"),
+            LoginPurpose::Passkeys => (String::new(), "Passkeys".to_owned(), "Browser"),
         };
         let mut event = SignInEvent {
             user_principal_name: upn.to_owned(),
