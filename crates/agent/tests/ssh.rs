@@ -260,7 +260,14 @@ async fn certificate_logins_roles_admins_and_machine_binding() {
         ])
         .await;
     assert_eq!(out.code, 255, "alpha's certificate must not open beta: {out:?}");
-    let agent_log = beta.sshd_log();
+    // sshd writes the refused user's line as the connection closes, a moment after the client
+    // has gone: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut agent_log = beta.sshd_log();
+    while !agent_log.contains("ann@contoso.test") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        agent_log = beta.sshd_log();
+    }
     assert!(agent_log.contains("ann@contoso.test"), "{agent_log}");
 
     // Host trust: the known_hosts file holds the tenant's host CA; a machine whose host key is

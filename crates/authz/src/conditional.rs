@@ -13,6 +13,7 @@
 //!   or any one (OR); what is missing is required (step-up), not refused.
 //! - Sign-in frequency: a sign-in older than the policy's limit must authenticate again.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// A policy's state (Graph's `state`).
@@ -182,9 +183,9 @@ impl IpRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Its id.
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     /// Its display name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Its state.
     pub state: PolicyState,
     /// Users included (`All` or object ids).
@@ -228,8 +229,8 @@ impl Policy {
     /// set (a starting point for builders and tests).
     pub fn new(id: &str, name: &str, state: PolicyState) -> Self {
         Self {
-            id: id.to_owned(),
-            name: name.to_owned(),
+            id: std::sync::Arc::from(id),
+            name: std::sync::Arc::from(name),
             state,
             include_users: Targets::all(),
             exclude_users: vec![],
@@ -360,9 +361,9 @@ pub enum PolicyResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyOutcome {
     /// The policy's id.
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     /// Its name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Report-only: the result is what it would have done.
     pub report_only: bool,
     /// The result.
@@ -393,21 +394,37 @@ fn any_in(list: &[String], set: &[String]) -> bool {
     list.iter().any(|l| set.iter().any(|s| s.eq_ignore_ascii_case(l)))
 }
 
+/// Whether the user's groups or roles meet a policy's group and role lists.
+#[derive(Debug, Clone, Copy, Default)]
+struct Membership {
+    included: bool,
+    excluded: bool,
+}
+
+impl Membership {
+    /// By comparing every pair: for one policy on its own.
+    fn scan(p: &Policy, s: &SignIn<'_>) -> Self {
+        Self {
+            included: any_in(&p.include_groups, s.groups) || any_in(&p.include_roles, s.roles),
+            excluded: any_in(&p.exclude_groups, s.groups) || any_in(&p.exclude_roles, s.roles),
+        }
+    }
+}
+
 /// Whether `p` applies to `s`, or why not. Exclusions win over inclusions.
 pub fn applies(p: &Policy, s: &SignIn<'_>) -> Result<(), NotApplied> {
+    applies_with(p, s, Membership::scan(p, s))
+}
+
+fn applies_with(p: &Policy, s: &SignIn<'_>, m: Membership) -> Result<(), NotApplied> {
     if p.state == PolicyState::Disabled {
         return Err(NotApplied::Disabled);
     }
-    let excluded = p.exclude_users.iter().any(|u| u.eq_ignore_ascii_case(s.user_id))
-        || any_in(&p.exclude_groups, s.groups)
-        || any_in(&p.exclude_roles, s.roles);
+    let excluded = m.excluded || p.exclude_users.iter().any(|u| u.eq_ignore_ascii_case(s.user_id));
     if excluded {
         return Err(NotApplied::UserExcluded);
     }
-    let included = p.include_users.all
-        || p.include_users.has(s.user_id)
-        || any_in(&p.include_groups, s.groups)
-        || any_in(&p.include_roles, s.roles);
+    let included = p.include_users.all || m.included || p.include_users.has(s.user_id);
     if !included {
         return Err(NotApplied::UserNotIncluded);
     }
@@ -456,7 +473,11 @@ fn control_met(c: Control, s: &SignIn<'_>) -> Option<Requirement> {
 
 /// One policy's result for the sign-in.
 pub fn evaluate_policy(p: &Policy, s: &SignIn<'_>) -> PolicyResult {
-    if let Err(why) = applies(p, s) {
+    evaluate_policy_with(p, s, Membership::scan(p, s))
+}
+
+fn evaluate_policy_with(p: &Policy, s: &SignIn<'_>, m: Membership) -> PolicyResult {
+    if let Err(why) = applies_with(p, s, m) {
         return PolicyResult::NotApplied(why);
     }
     let mut missing: Vec<Requirement> = Vec::new();
@@ -490,38 +511,185 @@ pub fn evaluate_policy(p: &Policy, s: &SignIn<'_>) -> PolicyResult {
     }
 }
 
-/// Evaluates every policy for the sign-in and decides.
+/// Evaluates every policy for the sign-in and decides (building a [`PolicySet`] each time:
+/// callers that evaluate often keep one).
 pub fn evaluate(policies: &[Policy], s: &SignIn<'_>) -> Evaluation {
-    let mut blocked = false;
-    let mut required = Vec::new();
-    let mut outcomes = Vec::with_capacity(policies.len());
-    for p in policies {
-        let result = evaluate_policy(p, s);
-        let report_only = p.state == PolicyState::ReportOnly;
-        if !report_only {
-            match &result {
-                PolicyResult::Block => blocked = true,
-                PolicyResult::Requires(op, r) => required.push((*op, r.clone())),
-                _ => {}
-            }
+    PolicySet::new(policies.to_vec()).evaluate(s)
+}
+
+/// Which side of a policy names a group or role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Include,
+    Exclude,
+}
+
+/// An id's hash with ASCII case folded, eight bytes at a time: ids compare without regard to
+/// case, and folding while hashing spares a lower-cased copy of every id looked up. The keys are
+/// server-made object ids, not attacker-chosen, so a fast multiply-rotate mix (the scheme rustc
+/// uses for its own maps) is enough; a hit is confirmed by comparing the ids.
+fn folded_hash(id: &str) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Branch-free ASCII lower-casing of eight bytes: set bit 5 of bytes in 'A'..='Z'.
+    let fold = |x: u64| {
+        let low = x & LOW;
+        let ge_a = low.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
+        let gt_z = low.wrapping_add(0x2525_2525_2525_2525);
+        let upper = ge_a & !gt_z & !x & HIGH;
+        x | (upper >> 2)
+    };
+    let bytes = id.as_bytes();
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ fold(u64::from_le_bytes(w))).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ fold(u64::from_le_bytes(w))).wrapping_mul(K);
+    }
+    h
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Debug, Clone, Copy, Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
         }
-        outcomes.push(PolicyOutcome {
-            id: p.id.clone(),
-            name: p.name.clone(),
-            report_only,
-            result,
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// One policy naming an id.
+#[derive(Debug, Clone)]
+struct Naming {
+    id: String,
+    policy: usize,
+    side: Side,
+}
+
+type IdMap = HashMap<u64, Vec<Naming>, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// Policies compiled for evaluation: which policies name each group and role, so a sign-in costs
+/// one lookup per group the user is in rather than a comparison per (policy group, user group)
+/// pair.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+    groups: IdMap,
+    roles: IdMap,
+}
+
+fn index_into(map: &mut IdMap, ids: &[String], at: usize, side: Side) {
+    for id in ids {
+        map.entry(folded_hash(id)).or_default().push(Naming {
+            id: id.clone(),
+            policy: at,
+            side,
         });
     }
-    let verdict = if blocked {
-        Verdict::Block
-    } else if required.is_empty() {
-        Verdict::Allow
-    } else {
-        Verdict::Require(required)
-    };
-    Evaluation {
-        verdict,
-        policies: outcomes,
+}
+
+impl PolicySet {
+    /// Compiles the policies (their order is kept).
+    pub fn new(policies: Vec<Policy>) -> Self {
+        let mut groups = IdMap::default();
+        let mut roles = IdMap::default();
+        for (i, p) in policies.iter().enumerate() {
+            index_into(&mut groups, &p.include_groups, i, Side::Include);
+            index_into(&mut groups, &p.exclude_groups, i, Side::Exclude);
+            index_into(&mut roles, &p.include_roles, i, Side::Include);
+            index_into(&mut roles, &p.exclude_roles, i, Side::Exclude);
+        }
+        Self {
+            policies,
+            groups,
+            roles,
+        }
+    }
+
+    /// The policies.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// Whether any policy names groups or roles (else a sign-in needs no membership lookup).
+    pub fn uses_memberships(&self) -> bool {
+        !self.groups.is_empty() || !self.roles.is_empty()
+    }
+
+    fn memberships(&self, s: &SignIn<'_>) -> Vec<Membership> {
+        let mut m = vec![Membership::default(); self.policies.len()];
+        let mut mark = |map: &IdMap, ids: &[String]| {
+            if map.is_empty() {
+                return;
+            }
+            for id in ids {
+                let Some(namings) = map.get(&folded_hash(id)) else {
+                    continue;
+                };
+                for n in namings.iter().filter(|n| n.id.eq_ignore_ascii_case(id)) {
+                    match n.side {
+                        Side::Include => m[n.policy].included = true,
+                        Side::Exclude => m[n.policy].excluded = true,
+                    }
+                }
+            }
+        };
+        mark(&self.groups, s.groups);
+        mark(&self.roles, s.roles);
+        m
+    }
+
+    /// Evaluates every policy for the sign-in and decides.
+    pub fn evaluate(&self, s: &SignIn<'_>) -> Evaluation {
+        let memberships = self.memberships(s);
+        let mut blocked = false;
+        let mut required = Vec::new();
+        let mut outcomes = Vec::with_capacity(self.policies.len());
+        for (p, m) in self.policies.iter().zip(memberships) {
+            let result = evaluate_policy_with(p, s, m);
+            let report_only = p.state == PolicyState::ReportOnly;
+            if !report_only {
+                match &result {
+                    PolicyResult::Block => blocked = true,
+                    PolicyResult::Requires(op, r) => required.push((*op, r.clone())),
+                    _ => {}
+                }
+            }
+            outcomes.push(PolicyOutcome {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                report_only,
+                result,
+            });
+        }
+        let verdict = if blocked {
+            Verdict::Block
+        } else if required.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::Require(required)
+        };
+        Evaluation {
+            verdict,
+            policies: outcomes,
+        }
     }
 }
 
@@ -554,6 +722,17 @@ mod tests {
         let mut p = Policy::new(id, id, PolicyState::Enabled);
         p.grant = Some((Operator::Or, vec![Control::Block]));
         p
+    }
+
+    #[test]
+    fn folded_hashes_ignore_ascii_case_only() {
+        let a = "0A1B2C3D-ABCD-4EF0-89AB-CDEF01234567";
+        assert_eq!(folded_hash(a), folded_hash(&a.to_ascii_lowercase()));
+        assert_eq!(folded_hash("Group-Z"), folded_hash("group-z"));
+        assert_ne!(folded_hash("group-z"), folded_hash("group-y"));
+        // '@' and '[' sit next to 'A' and 'Z' and must not fold.
+        assert_ne!(folded_hash("@["), folded_hash("`{"));
+        assert_ne!(folded_hash("abc"), folded_hash("abc\0"));
     }
 
     #[test]

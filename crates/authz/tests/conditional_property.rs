@@ -110,8 +110,13 @@ struct World {
 fn world(rng: &mut Rng) -> World {
     let mfa = rng.chance(50);
     let passkey = mfa && rng.chance(50);
+    // Ids compare without regard to case; some arrive in upper case.
+    let groups = ids(rng, &GROUPS)
+        .into_iter()
+        .map(|g| if rng.chance(30) { g.to_ascii_uppercase() } else { g })
+        .collect();
     World {
-        groups: ids(rng, &GROUPS),
+        groups,
         user: rng.pick(&USERS),
         app: rng.pick(&APPS),
         ip: rng.pick(&["10.1.1.1", "192.168.1.1", "8.8.8.8"]),
@@ -155,6 +160,15 @@ fn invariants_hold_for_random_policies_and_sign_ins() {
         let s = sign_in(&w);
         let e = evaluate(&policies, &s);
 
+        // The compiled set's group and role index agrees with scanning each policy.
+        for (p, o) in policies.iter().zip(&e.policies) {
+            assert_eq!(
+                evaluate_policy(p, &s),
+                o.result,
+                "case {case}: the index disagrees with a scan"
+            );
+        }
+
         // Report-only policies never change the verdict.
         let enforced: Vec<Policy> = policies
             .iter()
@@ -187,7 +201,9 @@ fn invariants_hold_for_random_policies_and_sign_ins() {
         for (p, o) in policies.iter().zip(&e.policies) {
             // Exclusion wins over any inclusion; disabled policies never apply.
             if p.exclude_users.iter().any(|u| u == w.user)
-                || p.exclude_groups.iter().any(|g| w.groups.contains(g))
+                || p.exclude_groups
+                    .iter()
+                    .any(|g| w.groups.iter().any(|x| x.eq_ignore_ascii_case(g)))
             {
                 assert!(
                     matches!(o.result, PolicyResult::NotApplied(_)),

@@ -8,7 +8,8 @@
 use std::sync::{Arc, RwLock};
 
 use usher_authz::conditional::{
-    ClientApp, Control, IpRange, Operator, Platform, Policy, PolicyState, RiskLevel, Strength, Targets,
+    ClientApp, Control, IpRange, Operator, Platform, Policy, PolicySet, PolicyState, RiskLevel, Strength,
+    Targets,
 };
 use usher_proto::ca::{
     CaPolicy, IpRangeWire, NamedLocation, STRENGTH_MFA, STRENGTH_PASSWORDLESS, STRENGTH_PHISHING_RESISTANT,
@@ -27,21 +28,21 @@ pub const CA_CACHE_SECS: i64 = 2;
 pub const MAX_POLICIES: usize = 195;
 
 /// The compiled policies and when they were read.
-type CachedPolicies = (Arc<Vec<Policy>>, i64);
+type CachedPolicies = (Arc<PolicySet>, i64);
 
 /// The compiled policies, cached.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct CaCache(Arc<RwLock<Option<CachedPolicies>>>);
 
 impl CaCache {
-    fn get(&self, now: i64) -> Option<Arc<Vec<Policy>>> {
+    fn get(&self, now: i64) -> Option<Arc<PolicySet>> {
         let guard = self.0.read().ok()?;
         guard
             .as_ref()
             .filter(|(_, at)| now - at < CA_CACHE_SECS && *at <= now)
             .map(|(p, _)| p.clone())
     }
-    fn put(&self, policies: Arc<Vec<Policy>>, now: i64) {
+    fn put(&self, policies: Arc<PolicySet>, now: i64) {
         if let Ok(mut g) = self.0.write() {
             *g = Some((policies, now));
         }
@@ -396,17 +397,27 @@ impl Directory {
         Ok(all)
     }
 
-    /// One named location.
-    pub async fn get_named_location(&self, id: &str) -> DirResult<NamedLocation> {
+    /// One record of `kind` by id (ids compare in lower case), or `what` not found.
+    async fn get_by_id<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &str,
+        what: &'static str,
+    ) -> DirResult<T> {
         let rec = self
             .store
-            .get(NAMED_LOCATION, &id.to_ascii_lowercase(), self.now())
+            .get(kind, &id.to_ascii_lowercase(), self.now())
             .await?
             .ok_or_else(|| DirectoryError::NotFound {
-                what: "named location",
+                what,
                 id: id.to_owned(),
             })?;
         Ok(rec.decode()?)
+    }
+
+    /// One named location.
+    pub async fn get_named_location(&self, id: &str) -> DirResult<NamedLocation> {
+        self.get_by_id(NAMED_LOCATION, id, "named location").await
     }
 
     /// Creates a named location of IP ranges.
@@ -498,15 +509,7 @@ impl Directory {
 
     /// One policy.
     pub async fn get_ca_policy(&self, id: &str) -> DirResult<CaPolicy> {
-        let rec = self
-            .store
-            .get(CA_POLICY, &id.to_ascii_lowercase(), self.now())
-            .await?
-            .ok_or_else(|| DirectoryError::NotFound {
-                what: "conditional access policy",
-                id: id.to_owned(),
-            })?;
-        Ok(rec.decode()?)
+        self.get_by_id(CA_POLICY, id, "conditional access policy").await
     }
 
     /// Creates a policy.
@@ -579,7 +582,7 @@ impl Directory {
 
     /// The compiled policies, through the short-lived cache. A stored policy that no longer
     /// compiles fails the call: evaluation then fails closed.
-    pub async fn ca_policies(&self) -> DirResult<Arc<Vec<Policy>>> {
+    pub async fn ca_policies(&self) -> DirResult<Arc<PolicySet>> {
         let now = self.now();
         if let Some(p) = self.ca_cache.get(now) {
             return Ok(p);
@@ -589,7 +592,7 @@ impl Directory {
         for p in self.list_ca_policies().await? {
             out.push(self.compile_ca_policy(&p, &named)?);
         }
-        let out = Arc::new(out);
+        let out = Arc::new(PolicySet::new(out));
         self.ca_cache.put(out.clone(), now);
         Ok(out)
     }

@@ -17,20 +17,39 @@ const GROUP_CACHE_SECS: i64 = 2;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct GroupCache(Arc<RwLock<Option<CachedGroups>>>);
 
-/// The cached list and when it was read.
-type CachedGroups = (Arc<Vec<Group>>, i64);
+/// The group list with, for each member id, the groups that contain it directly.
+#[derive(Debug)]
+pub(crate) struct GroupIndex {
+    groups: Arc<Vec<Group>>,
+    parents: HashMap<String, Vec<usize>>,
+}
+
+impl GroupIndex {
+    fn new(groups: Arc<Vec<Group>>) -> Self {
+        let mut parents: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            for m in &g.members {
+                parents.entry(m.clone()).or_default().push(i);
+            }
+        }
+        Self { groups, parents }
+    }
+}
+
+/// The cached index and when it was read.
+type CachedGroups = (Arc<GroupIndex>, i64);
 
 impl GroupCache {
-    fn get(&self, now: i64) -> Option<Arc<Vec<Group>>> {
+    fn get(&self, now: i64) -> Option<Arc<GroupIndex>> {
         let guard = self.0.read().ok()?;
         guard
             .as_ref()
             .filter(|(_, at)| now - at < GROUP_CACHE_SECS)
             .map(|(g, _)| g.clone())
     }
-    fn put(&self, groups: Arc<Vec<Group>>, now: i64) {
+    fn put(&self, index: Arc<GroupIndex>, now: i64) {
         if let Ok(mut g) = self.0.write() {
-            *g = Some((groups, now));
+            *g = Some((index, now));
         }
     }
     pub(crate) fn invalidate(&self) {
@@ -41,15 +60,44 @@ impl GroupCache {
 }
 
 impl Directory {
-    /// All groups, through the short-lived cache.
-    async fn groups_snapshot(&self) -> DirResult<Arc<Vec<Group>>> {
+    /// All groups and their membership index, through the short-lived cache.
+    async fn group_index(&self) -> DirResult<Arc<GroupIndex>> {
         let now = self.now();
         if let Some(g) = self.group_cache.get(now) {
             return Ok(g);
         }
-        let groups = Arc::new(self.list_all::<Group>(kinds::GROUP).await?);
-        self.group_cache.put(groups.clone(), now);
-        Ok(groups)
+        let index = Arc::new(GroupIndex::new(Arc::new(
+            self.list_all::<Group>(kinds::GROUP).await?,
+        )));
+        self.group_cache.put(index.clone(), now);
+        Ok(index)
+    }
+
+    /// All groups, through the short-lived cache.
+    async fn groups_snapshot(&self) -> DirResult<Arc<Vec<Group>>> {
+        Ok(self.group_index().await?.groups.clone())
+    }
+
+    /// The ids of the groups containing `object_id` directly or transitively, and the directory
+    /// roles those groups grant (bounded by the group count, cycles included).
+    pub async fn transitive_memberships(&self, object_id: &str) -> DirResult<(Vec<String>, Vec<String>)> {
+        let index = self.group_index().await?;
+        let mut seen = vec![false; index.groups.len()];
+        let mut ids = Vec::new();
+        let mut roles = Vec::new();
+        let mut queue = VecDeque::from([object_id.to_lowercase()]);
+        while let Some(id) = queue.pop_front() {
+            for &i in index.parents.get(&id).into_iter().flatten() {
+                if !seen[i] {
+                    seen[i] = true;
+                    let g = &index.groups[i];
+                    ids.push(g.id.clone());
+                    roles.extend(g.directory_roles.iter().cloned());
+                    queue.push_back(g.id.clone());
+                }
+            }
+        }
+        Ok((ids, roles))
     }
 
     /// Creates a group.

@@ -71,6 +71,7 @@ pub struct Directory {
     user_gates: auth::UserGates,
     group_cache: groups::GroupCache,
     ca_cache: conditional_access::CaCache,
+    risk_cache: risk::RiskCache,
     /// Bumped at every change of users and groups: machines' login caches wait on it.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -101,6 +102,7 @@ impl Directory {
             user_gates: auth::UserGates::default(),
             group_cache: groups::GroupCache::default(),
             ca_cache: conditional_access::CaCache::default(),
+            risk_cache: risk::RiskCache::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }

@@ -30,6 +30,34 @@ pub const FAMILIAR_SECS: i64 = 90 * 86_400;
 pub const MAX_NETWORKS: usize = 20;
 /// Failure times remembered at most.
 const MAX_FAILURES: usize = 64;
+/// How long a read risk state serves token issuance, seconds (this process's own changes update
+/// it at once; another replica's are seen within this).
+const RISK_CACHE_SECS: i64 = 2;
+/// Users cached at most (the cache is emptied when full).
+const RISK_CACHE_MAX: usize = 10_000;
+
+/// Recently read risk states, so a token issuance usually reads none from the store.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RiskCache(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (RiskState, i64)>>>,
+);
+
+impl RiskCache {
+    fn get(&self, user_id: &str, now: i64) -> Option<RiskState> {
+        let map = self.0.lock().ok()?;
+        map.get(user_id)
+            .filter(|(_, at)| now - at < RISK_CACHE_SECS && *at <= now)
+            .map(|(s, _)| s.clone())
+    }
+    fn put(&self, user_id: &str, state: &RiskState, now: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= RISK_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(user_id.to_owned(), (state.clone(), now));
+        }
+    }
+}
 
 /// A network the user signed in from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,7 +78,7 @@ struct Mark {
 /// What the directory knows about a user's risk.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RiskState {
+pub(crate) struct RiskState {
     failures: Vec<i64>,
     networks: Vec<KnownNetwork>,
     compromised: Option<Mark>,
@@ -147,12 +175,22 @@ fn assess(state: &RiskState, ip: Option<IpAddr>, now: i64) -> RiskAssessment {
 
 impl Directory {
     async fn risk_state(&self, user_id: &str) -> DirResult<(Option<Record>, RiskState)> {
-        let rec = self.store.get(RISK_STATE, user_id, self.now()).await?;
+        let now = self.now();
+        let rec = self.store.get(RISK_STATE, user_id, now).await?;
         let state = match &rec {
             Some(r) => r.decode()?,
             None => RiskState::default(),
         };
+        self.risk_cache.put(user_id, &state, now);
         Ok((rec, state))
+    }
+
+    /// The risk state for reading: the cache's when fresh, else the store's.
+    async fn cached_risk_state(&self, user_id: &str) -> DirResult<RiskState> {
+        match self.risk_cache.get(user_id, self.now()) {
+            Some(s) => Ok(s),
+            None => Ok(self.risk_state(user_id).await?.1),
+        }
     }
 
     /// Changes a user's risk state; `change` returns false to leave it as it is.
@@ -179,7 +217,10 @@ impl Directory {
                     .map(|_| ()),
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.risk_cache.put(user_id, &state, self.now());
+                    return Ok(());
+                }
                 Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(e) => return Err(e.into()),
             }
@@ -209,6 +250,16 @@ impl Directory {
         };
         let net = network_of(ip);
         let now = self.now();
+        // Usually known and seen today: nothing to write, and nothing to read from the store.
+        if self
+            .cached_risk_state(user_id)
+            .await?
+            .networks
+            .iter()
+            .any(|n| n.network == net && now - n.last_seen < 86_400)
+        {
+            return Ok(());
+        }
         self.change_risk(user_id, |s| {
             if let Some(n) = s.networks.iter_mut().find(|n| n.network == net) {
                 if now - n.last_seen < 86_400 {
@@ -230,7 +281,7 @@ impl Directory {
 
     /// The risk of a sign-in by `user_id` from `ip`, now.
     pub async fn assess_risk(&self, user_id: &str, ip: &str) -> DirResult<RiskAssessment> {
-        let (_, state) = self.risk_state(user_id).await?;
+        let state = self.cached_risk_state(user_id).await?;
         Ok(assess(&state, ip.parse().ok(), self.now()))
     }
 

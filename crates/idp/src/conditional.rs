@@ -94,6 +94,25 @@ pub struct CaReport {
     pub evaluation: Evaluation,
     /// The risk used.
     pub risk: RiskAssessment,
+    /// The policies evaluated (the outcomes are in their order).
+    pub policies: std::sync::Arc<usher_authz::conditional::PolicySet>,
+}
+
+/// A policy's grant controls as Graph names them.
+fn control_names(p: &usher_authz::conditional::Policy) -> Vec<String> {
+    p.grant
+        .as_ref()
+        .map(|(_, c)| {
+            c.iter()
+                .map(|c| match c {
+                    ca::Control::Block => "block".to_owned(),
+                    ca::Control::Mfa => "mfa".to_owned(),
+                    ca::Control::JoinedDevice => "domainJoinedDevice".to_owned(),
+                    ca::Control::Strength(s) => format!("authenticationStrength:{}", strength_name(*s)),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn strength_name(s: Strength) -> &'static str {
@@ -176,11 +195,12 @@ impl CaReport {
     }
 
     /// Each policy's result for the log and what-if.
-    pub fn wire(&self, grants: &[(String, Vec<String>)]) -> Vec<PolicyResultWire> {
+    pub fn wire(&self) -> Vec<PolicyResultWire> {
         self.evaluation
             .policies
             .iter()
-            .map(|p| {
+            .zip(self.policies.policies())
+            .map(|(p, policy)| {
                 let prefix = |s: &str| {
                     if p.report_only {
                         format!("reportOnly{}{}", s[..1].to_ascii_uppercase(), &s[1..])
@@ -188,14 +208,10 @@ impl CaReport {
                         s.to_owned()
                     }
                 };
-                let controls = grants
-                    .iter()
-                    .find(|(id, _)| *id == p.id)
-                    .map(|(_, c)| c.clone())
-                    .unwrap_or_default();
+                let controls = control_names(policy);
                 let mut w = PolicyResultWire {
-                    id: p.id.clone(),
-                    display_name: p.name.clone(),
+                    id: p.id.to_string(),
+                    display_name: p.name.to_string(),
                     report_only: p.report_only,
                     enforced_grant_controls: controls,
                     ..Default::default()
@@ -233,9 +249,9 @@ impl CaReport {
     }
 
     /// Writes the evaluation into a sign-in log entry.
-    pub fn log_into(&self, grants: &[(String, Vec<String>)], e: &mut SignInEvent) {
+    pub fn log_into(&self, e: &mut SignInEvent) {
         e.conditional_access_status = self.status().into();
-        e.applied_policies = self.wire(grants);
+        e.applied_policies = self.wire();
         e.risk_level = risk_name(self.risk.sign_in.max(self.risk.user)).into();
         e.risk_signals = self.risk.signals.iter().map(|s| (*s).to_owned()).collect();
     }
@@ -321,18 +337,16 @@ pub struct Admitted {
 impl Idp {
     /// The groups and directory roles of a user, as Conditional Access matches them.
     async fn memberships(&self, user: &User) -> IdpResult<(Vec<String>, Vec<String>)> {
-        let groups = self.directory().transitive_member_of(&user.id).await?;
+        let (groups, group_roles) = self.directory().transitive_memberships(&user.id).await?;
         let mut roles: Vec<String> = user
             .directory_roles
             .iter()
+            .chain(&group_roles)
             .map(|r| r.to_ascii_lowercase())
             .collect();
-        for g in &groups {
-            roles.extend(g.directory_roles.iter().map(|r| r.to_ascii_lowercase()));
-        }
         roles.sort();
         roles.dedup();
-        Ok((groups.into_iter().map(|g| g.id).collect(), roles))
+        Ok((groups, roles))
     }
 
     /// Evaluates every policy for a sign-in of `user` to `app_id`. `risk` overrides the assessed
@@ -351,13 +365,7 @@ impl Idp {
             Some(r) => r,
             None => self.directory().assess_risk(&user.id, &ctx.ip).await?,
         };
-        let needs_groups = policies.iter().any(|p| {
-            !p.include_groups.is_empty()
-                || !p.exclude_groups.is_empty()
-                || !p.include_roles.is_empty()
-                || !p.exclude_roles.is_empty()
-        });
-        let (groups, roles) = if needs_groups {
+        let (groups, roles) = if policies.uses_memberships() {
             self.memberships(user).await?
         } else {
             (vec![], vec![])
@@ -379,52 +387,24 @@ impl Idp {
             fresh: ctx.fresh,
         };
         Ok(CaReport {
-            evaluation: ca::evaluate(&policies, &sign_in),
+            evaluation: policies.evaluate(&sign_in),
             risk,
+            policies: policies.clone(),
         })
-    }
-
-    /// The grant controls of each policy, named as Graph names them (for the log).
-    pub async fn policy_controls(&self) -> IdpResult<Vec<(String, Vec<String>)>> {
-        let policies = self.directory().ca_policies().await?;
-        Ok(policies
-            .iter()
-            .map(|p| {
-                let names = p
-                    .grant
-                    .as_ref()
-                    .map(|(_, c)| {
-                        c.iter()
-                            .map(|c| match c {
-                                ca::Control::Block => "block".to_owned(),
-                                ca::Control::Mfa => "mfa".to_owned(),
-                                ca::Control::JoinedDevice => "domainJoinedDevice".to_owned(),
-                                ca::Control::Strength(s) => {
-                                    format!("authenticationStrength:{}", strength_name(*s))
-                                }
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (p.id.clone(), names)
-            })
-            .collect())
     }
 
     /// Conditional Access for a token about to be minted: resolves the resource, evaluates, and
     /// keeps the report for the sign-in log. Refused sign-ins get the matching AADSTS error.
     pub(crate) async fn admit(
         &self,
-        user: &User,
-        amr: &[String],
-        auth_time: i64,
+        s: &crate::tokens::UserSignIn,
         scopes: &ScopeRequest,
         ctx: &SignInContext,
         attempt: &mut crate::grants::Attempt,
     ) -> IdpResult<Admitted> {
         let resource = self.resolve_resource(scopes).await?;
         let report = self
-            .evaluate_ca(user, app_of(&resource), amr, auth_time, ctx, None)
+            .evaluate_ca(&s.user, app_of(&resource), &s.amr, s.auth_time, ctx, None)
             .await?;
         let name = match &resource {
             Resource::Api => self.public_url().to_owned(),
@@ -511,13 +491,12 @@ impl Idp {
             .evaluate_ca(&user, &app_id, &amr, self.now(), &ctx, Some(risk))
             .await?;
         let (decision, requirements) = decision(&report.evaluation.verdict);
-        let controls = self.policy_controls().await?;
         Ok(WhatIfResponse {
             decision,
             requirements,
             sign_in_risk_level: risk_name(report.risk.sign_in).into(),
             user_risk_level: risk_name(report.risk.user).into(),
-            policies: report.wire(&controls),
+            policies: report.wire(),
         })
     }
 }

@@ -164,10 +164,8 @@ impl Idp {
         if keys.is_empty() {
             return Ok(None);
         }
-        let (options, state): (RequestChallengeResponse, PasskeyAuthentication) = self
-            .rp()?
-            .start_passkey_authentication(&keys)
-            .map_err(bad)?;
+        let (options, state): (RequestChallengeResponse, PasskeyAuthentication) =
+            self.rp()?.start_passkey_authentication(&keys).map_err(bad)?;
         Ok(Some((to_json(&options)?, to_json(&state)?)))
     }
 

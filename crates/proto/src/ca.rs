@@ -263,10 +263,10 @@ pub struct PolicyResultWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_applied_reason: Option<String>,
     /// The grant controls it enforces.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enforced_grant_controls: Vec<String>,
     /// What it asked of the sign-in that was missing (`mfa`, `phishingResistantMfa`, ...).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
     /// For a report-only policy: `allow`, `block`, or what it would have required.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -153,16 +153,7 @@ impl Idp {
             &meta.user_agent,
             usher_authz::conditional::ClientApp::Browser,
         );
-        let admitted = self
-            .admit(
-                &signin.user,
-                &signin.amr,
-                signin.auth_time,
-                &scopes,
-                &ctx,
-                attempt,
-            )
-            .await?;
+        let admitted = self.admit(&signin, &scopes, &ctx, attempt).await?;
         let (resp, resource) = self
             .user_tokens(
                 &signin,

@@ -237,16 +237,7 @@ impl Idp {
             &meta.user_agent,
             usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
         );
-        let admitted = self
-            .admit(
-                &signin.user,
-                &signin.amr,
-                signin.auth_time,
-                &scopes,
-                &ctx,
-                attempt,
-            )
-            .await?;
+        let admitted = self.admit(&signin, &scopes, &ctx, attempt).await?;
         let (resp, resource) = self
             .user_tokens(&signin, &client, admitted, &d.scope, method.acr(), None)
             .await?;

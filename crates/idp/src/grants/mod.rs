@@ -123,8 +123,7 @@ impl Idp {
             ..Default::default()
         };
         if let Some(report) = &attempt.ca {
-            let controls = self.policy_controls().await.unwrap_or_default();
-            report.log_into(&controls, &mut event);
+            report.log_into(&mut event);
             if result.is_ok()
                 && let Err(e) = self.directory().note_network(&event.user_id, &meta.ip).await
             {

@@ -79,9 +79,7 @@ impl Idp {
             &meta.user_agent,
             usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
         );
-        let admitted = self
-            .admit(&signin.user, &signin.amr, now, &scopes, &ctx, attempt)
-            .await?;
+        let admitted = self.admit(&signin, &scopes, &ctx, attempt).await?;
         let (resp, resource) = self
             .user_tokens(&signin, &client, admitted, &scope_string, method.acr(), None)
             .await?;

@@ -123,9 +123,13 @@ impl Idp {
             fresh: false,
             ..crate::conditional::SignInContext::new(&meta.ip, &meta.user_agent, client_app)
         };
-        let admitted = self
-            .admit(&user, &stored.amr, stored.auth_time, &scopes, &ctx, attempt)
-            .await?;
+        let signin = UserSignIn {
+            user,
+            amr: stored.amr.clone(),
+            auth_time: stored.auth_time,
+            nonce: None,
+        };
+        let admitted = self.admit(&signin, &scopes, &ctx, attempt).await?;
         stored.used = true;
         let mut used = rec.clone();
         used.data = serde_json::to_value(&stored).map_err(|_| IdpError::server_error())?;
@@ -138,12 +142,6 @@ impl Idp {
             }
             Err(e) => return Err(e.into()),
         }
-        let signin = UserSignIn {
-            user,
-            amr: stored.amr.clone(),
-            auth_time: stored.auth_time,
-            nonce: None,
-        };
         let (mut resp, resource) = self
             .user_tokens(
                 &signin,

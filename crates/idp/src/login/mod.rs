@@ -795,8 +795,7 @@ impl Idp {
             ..Default::default()
         };
         if let Some(r) = report {
-            let controls = self.policy_controls().await.unwrap_or_default();
-            r.log_into(&controls, &mut event);
+            r.log_into(&mut event);
         }
         self.directory().log_sign_in(event).await;
     }

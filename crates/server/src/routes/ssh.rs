@@ -260,8 +260,7 @@ pub async fn relay(
         ..Default::default()
     };
     if let Some(report) = &ca {
-        let controls = state.idp.policy_controls().await.unwrap_or_default();
-        report.log_into(&controls, &mut event);
+        report.log_into(&mut event);
     }
     let reply = match outcome {
         RelayOutcome::NeedsCode(user, flow) => {
@@ -352,26 +351,26 @@ pub async fn sessions_ended(
             .ok()
             .flatten(),
     };
+    let log = |client_app: &str, code: u32, reason: String| SignInEvent {
+        user_principal_name: ask.user_principal_name.clone(),
+        user_id: user.as_ref().map(|u| u.id.clone()).unwrap_or_default(),
+        app_id: VM_SIGN_IN_APP.into(),
+        app_display_name: "Azure Windows VM Sign-In".into(),
+        resource_id: m.vm_id(),
+        client_app_used: client_app.into(),
+        error_code: code,
+        failure_reason: reason,
+        conditional_access_status: "notApplied".into(),
+        correlation_id: state.dir().new_id(),
+        ..Default::default()
+    };
     if ask.reason.as_deref() == Some("idleLock") {
-        state
-            .dir()
-            .log_sign_in(SignInEvent {
-                user_principal_name: ask.user_principal_name.clone(),
-                user_id: user.as_ref().map(|u| u.id.clone()).unwrap_or_default(),
-                app_id: VM_SIGN_IN_APP.into(),
-                app_display_name: "Azure Windows VM Sign-In".into(),
-                resource_id: m.vm_id(),
-                client_app_used: "sessionLock".into(),
-                failure_reason: format!(
-                    "{} idle session(s) on {} were locked and disconnected; reconnecting is a new sign-in.",
-                    ask.sessions,
-                    m.hostname()
-                ),
-                conditional_access_status: "notApplied".into(),
-                correlation_id: state.dir().new_id(),
-                ..Default::default()
-            })
-            .await;
+        let reason = format!(
+            "{} idle session(s) on {} were locked and disconnected; reconnecting is a new sign-in.",
+            ask.sessions,
+            m.hostname()
+        );
+        state.dir().log_sign_in(log("sessionLock", 0, reason)).await;
         return Json(json!({"recorded": true, "reason": "idleLock"})).into_response();
     }
     let (code, why) = match &user {
@@ -388,25 +387,14 @@ pub async fn sessions_ended(
             Err(e) => return arm_error(e),
         },
     };
+    let reason = format!(
+        "{} live session(s) on {} ended because {why}.",
+        ask.sessions,
+        m.hostname()
+    );
     state
         .dir()
-        .log_sign_in(SignInEvent {
-            user_principal_name: ask.user_principal_name.clone(),
-            user_id: user.as_ref().map(|u| u.id.clone()).unwrap_or_default(),
-            app_id: VM_SIGN_IN_APP.into(),
-            app_display_name: "Azure Windows VM Sign-In".into(),
-            resource_id: m.vm_id(),
-            client_app_used: "sessionRevocation".into(),
-            error_code: code,
-            failure_reason: format!(
-                "{} live session(s) on {} ended because {why}.",
-                ask.sessions,
-                m.hostname()
-            ),
-            conditional_access_status: "notApplied".into(),
-            correlation_id: state.dir().new_id(),
-            ..Default::default()
-        })
+        .log_sign_in(log("sessionRevocation", code, reason))
         .await;
     Json(json!({"recorded": true, "reason": why})).into_response()
 }
