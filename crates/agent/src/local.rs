@@ -641,10 +641,12 @@ pub fn idle_limit(machine: Option<u64>, tenant: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// Bytes read and written by every process of a session so far: any input or output moves it.
+/// Bytes read and written so far by the session's own processes (sshd's are left out, so
+/// keepalives and other protocol traffic never count as activity): any input or output moves it.
 fn session_io(pid: u32) -> u64 {
     process_tree(pid)
         .iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() != "sshd"))
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/io")).ok())
         .flat_map(|text| {
             text.lines()
@@ -659,10 +661,15 @@ fn session_io(pid: u32) -> u64 {
 
 /// Writes a line to the terminal or standard error of a session's processes (each distinct
 /// target once, never blocking on a full pipe), so the user sees why the session ends.
+///
+/// The agent is root and `/proc/PID/fd/2` reopens whatever the user's stderr names, so only a
+/// pseudo-terminal (`/dev/pts/N`) or a pipe is ever written, checked by name before opening and
+/// by type (and identity) after: never a file the user merely had open for reading.
 fn tell_session(pid: u32, text: &str) {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
     const O_NONBLOCK: i32 = 0o4000;
+    const O_NOCTTY: i32 = 0o400;
     let mut told = std::collections::HashSet::new();
     for p in process_tree(pid).iter().rev() {
         let fd = format!("/proc/{p}/fd/2");
@@ -670,14 +677,31 @@ fn tell_session(pid: u32, text: &str) {
             continue;
         };
         let t = target.to_string_lossy().into_owned();
-        if t == "/dev/null" || t.starts_with("socket:") || !told.insert(t) {
+        let pts = t.starts_with("/dev/pts/") && t["/dev/pts/".len()..].bytes().all(|b| b.is_ascii_digit());
+        let pipe = t.starts_with("pipe:[");
+        if !(pts || pipe) || !told.insert(t) {
             continue;
         }
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+        let Ok(before) = std::fs::metadata(&fd) else {
+            continue;
+        };
+        let Ok(mut f) = std::fs::OpenOptions::new()
             .write(true)
-            .custom_flags(O_NONBLOCK)
+            .custom_flags(O_NONBLOCK | O_NOCTTY)
             .open(&fd)
-        {
+        else {
+            continue;
+        };
+        let Ok(opened) = f.metadata() else {
+            continue;
+        };
+        let kind_ok = if pts {
+            opened.file_type().is_char_device()
+        } else {
+            opened.file_type().is_fifo()
+        };
+        // The same object that was checked, not one swapped in since.
+        if kind_ok && opened.dev() == before.dev() && opened.ino() == before.ino() {
             let _ = f.write_all(format!("\r\n{text}\r\n").as_bytes());
         }
     }
@@ -765,6 +789,38 @@ mod tests {
         assert_eq!(idle_limit(None, 600), Some(Duration::from_secs(600)));
         assert_eq!(idle_limit(Some(60), 600), Some(Duration::from_secs(60)));
         assert_eq!(idle_limit(Some(0), 600), None);
+    }
+
+    #[test]
+    fn sessions_are_told_on_pipes_never_into_files() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stderr");
+        std::fs::write(&file, "").unwrap();
+        // stderr is a regular file the process could only read: the agent must not write it.
+        let mut into_file = std::process::Command::new("sleep")
+            .arg("3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::open(&file).unwrap())
+            .spawn()
+            .unwrap();
+        tell_session(into_file.id(), "locked");
+        let _ = into_file.kill();
+        let _ = into_file.wait();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+        // stderr is a pipe (a session without a terminal): the user reads why.
+        let mut piped = std::process::Command::new("sleep")
+            .arg("3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tell_session(piped.id(), "locked");
+        let _ = piped.kill();
+        let mut err = String::new();
+        piped.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let _ = piped.wait();
+        assert!(err.contains("locked"), "{err:?}");
     }
 
     #[test]

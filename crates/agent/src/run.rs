@@ -159,7 +159,23 @@ async fn session_lock_loop(api: Arc<Api>, logins: Arc<crate::local::LoginState>)
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let locked = logins.lock_idle_sessions(&mut activity);
+        if logins.idle_limit().is_none() {
+            activity.clear();
+            continue;
+        }
+        // Reading /proc and ending sessions blocks: off the async workers.
+        let ls = logins.clone();
+        let Ok((back, locked)) = tokio::task::spawn_blocking(move || {
+            let locked = ls.lock_idle_sessions(&mut activity);
+            (activity, locked)
+        })
+        .await
+        else {
+            tracing::error!("the session lock check failed");
+            activity = std::collections::HashMap::new();
+            continue;
+        };
+        activity = back;
         if !locked.is_empty() {
             crate::local::report_ended(&api, locked, "idleLock").await;
         }

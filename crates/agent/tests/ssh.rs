@@ -1257,11 +1257,22 @@ async fn idle_sessions_are_locked_and_reconnecting_is_a_new_sign_in() {
         took >= Duration::from_secs(3) && took < Duration::from_secs(20),
         "{took:?}"
     );
-    let entry = sign_ins(&s, &admin)
-        .await
-        .into_iter()
-        .find(|e| e["clientAppUsed"] == "sessionLock")
-        .unwrap();
+    // The agent reports the lock just after ending the session: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        let found = sign_ins(&s, &admin)
+            .await
+            .into_iter()
+            .find(|e| e["clientAppUsed"] == "sessionLock");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sessionLock entry in the sign-in log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(entry["userPrincipalName"], "ivy@contoso.test");
     // Reconnecting is a new sign-in: Conditional Access decides again (now it blocks).
     let (st, b) = s

@@ -471,6 +471,9 @@ fn control_met(c: Control, s: &SignIn<'_>) -> Option<Requirement> {
     }
 }
 
+/// How recent a sign-in "every time" still accepts, seconds.
+pub const EVERY_TIME_GRACE_SECS: u64 = 300;
+
 /// One policy's result for the sign-in.
 pub fn evaluate_policy(p: &Policy, s: &SignIn<'_>) -> PolicyResult {
     evaluate_policy_with(p, s, Membership::scan(p, s))
@@ -495,10 +498,12 @@ fn evaluate_policy_with(p: &Policy, s: &SignIn<'_>, m: Membership) -> PolicyResu
             Operator::Or => {}
         }
     }
-    // A fresh sign-in satisfies any frequency; `Some(0)` is "every time" (no refresh counts).
+    // A fresh sign-in satisfies any frequency. `Some(0)` is "every time": like Entra, a
+    // sign-in from the last five minutes still counts (so a token asked for right after signing
+    // in, such as an SSH certificate on the refresh grant, is not refused).
     if let Some(limit) = p.sign_in_frequency_secs
         && !s.fresh
-        && (limit == 0 || s.auth_age_secs > limit)
+        && s.auth_age_secs > if limit == 0 { EVERY_TIME_GRACE_SECS } else { limit }
     {
         // Authenticating again is needed whatever the operator.
         operator = Operator::And;
@@ -854,10 +859,13 @@ mod tests {
             evaluate_policy(&p, &s),
             PolicyResult::Requires(Operator::And, vec![Requirement::Reauthenticate])
         );
-        // "Every time": even a recent refresh needs a new sign-in; a fresh sign-in never does.
+        // "Every time": a refresh more than five minutes after the sign-in needs a new sign-in;
+        // one within them, or a fresh sign-in, does not.
         p.sign_in_frequency_secs = Some(0);
-        s.auth_age_secs = 0;
+        s.auth_age_secs = EVERY_TIME_GRACE_SECS + 1;
         assert!(matches!(evaluate_policy(&p, &s), PolicyResult::Requires(..)));
+        s.auth_age_secs = 60;
+        assert_eq!(evaluate_policy(&p, &s), PolicyResult::Satisfied);
         s.fresh = true;
         s.auth_age_secs = 10_000;
         assert_eq!(evaluate_policy(&p, &s), PolicyResult::Satisfied);

@@ -534,6 +534,52 @@ mod tests {
         assert_eq!(platform_of("curl/8"), Platform::Other);
     }
 
+    fn report(verdict: Verdict) -> CaReport {
+        CaReport {
+            evaluation: Evaluation {
+                verdict,
+                policies: vec![],
+            },
+            risk: RiskAssessment::none(),
+            policies: std::sync::Arc::new(usher_authz::conditional::PolicySet::default()),
+        }
+    }
+
+    #[test]
+    fn verdicts_become_entra_errors() {
+        assert!(report(Verdict::Allow).refusal("app").is_none());
+        let code = |v: Verdict| report(v).refusal("app").map(|e| (e.error, e.code));
+        assert_eq!(code(Verdict::Block), Some(("invalid_grant", 53003)));
+        assert_eq!(
+            code(Verdict::Require(vec![(
+                Operator::And,
+                vec![Requirement::Mfa, Requirement::Reauthenticate]
+            )])),
+            Some(("interaction_required", 70044))
+        );
+        assert_eq!(
+            code(Verdict::Require(vec![(Operator::Or, vec![Requirement::Mfa])])),
+            Some(("invalid_grant", 50076))
+        );
+        let e = report(Verdict::Require(vec![(
+            Operator::Or,
+            vec![Requirement::Strength(Strength::PhishingResistantMfa)],
+        )]))
+        .refusal("app")
+        .unwrap();
+        assert!(
+            e.code == 50076 && e.description.contains("phishing-resistant"),
+            "{e:?}"
+        );
+        assert_eq!(
+            code(Verdict::Require(vec![(
+                Operator::Or,
+                vec![Requirement::JoinedDevice]
+            )])),
+            Some(("invalid_grant", 53001))
+        );
+    }
+
     #[test]
     fn decisions_name_the_strongest_requirement() {
         let v = Verdict::Require(vec![

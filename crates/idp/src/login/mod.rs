@@ -579,7 +579,7 @@ impl Idp {
         let user = self.directory().get_user(&user_id).await?;
         // Step-up: a policy asking for MFA gets the second factor here rather than a refusal.
         let ca_wants_mfa = match self.interactive_ca(&txn, &user, meta).await? {
-            Some((report, _)) => match &report.evaluation.verdict {
+            Some((report, ..)) => match &report.evaluation.verdict {
                 usher_authz::conditional::Verdict::Require(r) => r.iter().any(|(_, reqs)| {
                     reqs.iter().any(|q| {
                         matches!(
@@ -596,7 +596,10 @@ impl Idp {
             None => false,
         };
         // A strength only a passkey gives: ask for the passkey (step-up) when the user has one.
-        if !user.passkeys.is_empty() && self.ca_wants_passkey(&txn, &user, meta).await? {
+        // On the passkeys page a user who has passkeys proves one before changing them, so a
+        // password alone never adds a method that would satisfy stronger policies.
+        let manage = matches!(txn.purpose, LoginPurpose::Passkeys);
+        if !user.passkeys.is_empty() && (manage || self.ca_wants_passkey(&txn, &user, meta).await?) {
             return self.ask_passkey(rec, txn, &user, None).await;
         }
         // The passkeys page asks for the second factor whenever the user has one.
@@ -632,7 +635,7 @@ impl Idp {
         txn: &Txn,
         user: &usher_directory::model::User,
         meta: &RequestMeta,
-    ) -> IdpResult<Option<(crate::conditional::CaReport, String)>> {
+    ) -> IdpResult<Option<(crate::conditional::CaReport, String, bool)>> {
         let (scope, client_app) = match &txn.purpose {
             LoginPurpose::Authorize(a) => (a.scope.clone(), usher_authz::conditional::ClientApp::Browser),
             LoginPurpose::Device { device_id, .. } => {
@@ -650,7 +653,10 @@ impl Idp {
                     usher_authz::conditional::ClientApp::MobileAppsAndDesktopClients,
                 )
             }
-            LoginPurpose::ChangePassword | LoginPurpose::Passkeys => return Ok(None),
+            // The passkeys page is usher's own: Conditional Access sees its management app, so
+            // blocks and risk rules apply to adding and removing sign-in methods too.
+            LoginPurpose::Passkeys => (String::new(), usher_authz::conditional::ClientApp::Browser),
+            LoginPurpose::ChangePassword => return Ok(None),
         };
         let resource = self.resolve_resource(&ScopeRequest::parse(&scope)?).await?;
         let name = match &resource {
@@ -668,7 +674,8 @@ impl Idp {
                 None,
             )
             .await?;
-        Ok(Some((report, name)))
+        let machine = crate::conditional::app_of(&resource) == usher_core::well_known::VM_SIGN_IN_APP_ID;
+        Ok(Some((report, name, machine)))
     }
 
     async fn complete(&self, rec: Record, mut txn: Txn, meta: &RequestMeta) -> IdpResult<LoginStep> {
@@ -676,6 +683,17 @@ impl Idp {
         let upn = txn.upn.clone().unwrap_or_default();
         if matches!(txn.purpose, LoginPurpose::Passkeys) {
             let user = self.directory().get_user(&user_id).await?;
+            if let Some((report, resource, _)) = self.interactive_ca(&txn, &user, meta).await?
+                && let Some(e) = report.refusal(&resource)
+            {
+                self.log_interactive_ca(&txn, &upn, &user_id, e.code, &e.description, meta, Some(&report))
+                    .await;
+                txn.stage = Stage::Done;
+                self.save_txn(rec, &txn).await?;
+                return Ok(LoginStep::Failed {
+                    message: format!("{} {}", usher_proto::local::METHOD_NOT_ALLOWED_TEXT, e),
+                });
+            }
             self.log_interactive(&txn, &upn, &user_id, 0, "", meta).await;
             return self.enter_manage(rec, txn, &user, None, None).await;
         }
@@ -683,12 +701,14 @@ impl Idp {
         self.save_txn(rec, &txn).await?;
         let user = self.directory().get_user(&user_id).await?;
         let ca = self.interactive_ca(&txn, &user, meta).await?;
-        if let Some((report, resource)) = &ca {
+        if let Some((report, resource, machine)) = &ca {
             if let Some(e) = report.refusal(resource) {
                 self.log_interactive_ca(&txn, &upn, &user_id, e.code, &e.description, meta, Some(report))
                     .await;
-                let message = match e.code {
-                    53003 => format!("{} {}", usher_proto::local::NO_ROLE_TEXT, e),
+                // Machine logins get L6's wording; other apps Entra's text alone.
+                let message = match (e.code, machine) {
+                    (53003, true) => format!("{} {}", usher_proto::local::NO_ROLE_TEXT, e),
+                    (53003, false) => e.to_string(),
                     _ => format!("{} {}", usher_proto::local::METHOD_NOT_ALLOWED_TEXT, e),
                 };
                 return Ok(LoginStep::Failed { message });
@@ -697,7 +717,7 @@ impl Idp {
                 tracing::warn!(error = %e, "could not record the sign-in's network");
             }
         }
-        let report = ca.as_ref().map(|(r, _)| r);
+        let report = ca.as_ref().map(|(r, ..)| r);
         let now = self.now();
         match &txn.purpose {
             LoginPurpose::Authorize(a) => {

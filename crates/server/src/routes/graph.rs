@@ -227,7 +227,11 @@ pub async fn update_tenant(
 
 /// A Global Administrator may only be changed by a Global Administrator: a User Administrator
 /// must not be able to take over a more privileged account.
-async fn protect_privileged_user(state: &AppState, caller: &Caller, user_id: &str) -> Result<(), ApiError> {
+pub(super) async fn protect_privileged_user(
+    state: &AppState,
+    caller: &Caller,
+    user_id: &str,
+) -> Result<(), ApiError> {
     if state
         .dir()
         .has_directory_role(user_id, &[GLOBAL_ADMIN_ROLE])

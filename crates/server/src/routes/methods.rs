@@ -11,7 +11,7 @@ use usher_core::well_known::{GLOBAL_ADMIN_ROLE, USER_ADMIN_ROLE};
 use usher_directory::model::{PasskeyMethod, User};
 
 use super::Caller;
-use super::graph::{audit, ctx};
+use super::graph::{audit, ctx, protect_privileged_user};
 use crate::AppState;
 use crate::error::{ApiError, odata_list};
 
@@ -62,6 +62,10 @@ async fn list(state: &AppState, caller: &Caller, id: &str) -> Result<Json<Value>
 
 async fn remove(state: &AppState, caller: &Caller, id: &str, method: &str) -> Result<StatusCode, ApiError> {
     let user = target(state, caller, id).await?;
+    if user.id != caller.oid {
+        // Only a Global Administrator changes a Global Administrator's sign-in methods.
+        protect_privileged_user(state, caller, &user.id).await?;
+    }
     let removed = state.dir().remove_passkey(&user.id, method).await?;
     audit(
         state,

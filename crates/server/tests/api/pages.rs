@@ -479,3 +479,54 @@ async fn change_password_page_csp_and_a_wrong_verifier_does_not_burn_the_code() 
         200
     );
 }
+
+#[tokio::test]
+async fn conditional_access_on_the_authorize_pages_blocks_or_steps_up() {
+    let s = spawn().await;
+    let admin = s.admin_token().await;
+    let client_id = app(&s).await;
+    let ada = s.create_user("ada@contoso.test", "Correct-Horse-9", false).await;
+    // The pages' token is for usher's own API: the "Windows Azure Service Management API" app.
+    let (st, p) = s
+        .api(
+            "POST",
+            "/v1.0/identity/conditionalAccess/policies",
+            &admin,
+            Some(json!({"displayName": "ada's web sign-ins", "state": "enabled",
+                "conditions": {"users": {"includeUsers": [ada]},
+                               "applications": {"includeApplications": ["797f4846-ba00-4fd7-ba43-dac1f8f63013"]}},
+                "grantControls": {"operator": "OR", "builtInControls": ["block"]}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let (_, challenge) = pkce();
+    let url = authorize_url(&s, &client_id, REDIRECT, Some(&challenge), "S256");
+    let browser = s.client();
+    let r = sign_in(&s, &browser, &url, "ada@contoso.test", "Correct-Horse-9").await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("AADSTS53003"), "{page}");
+    assert!(
+        !page.contains("prevent you from using this device"),
+        "not a machine login: {page}"
+    );
+    // MFA instead of a block: the pages step up (here to registering an authenticator app).
+    let id = p["id"].as_str().unwrap();
+    let (st, _) = s
+        .api(
+            "PATCH",
+            &format!("/v1.0/identity/conditionalAccess/policies/{id}"),
+            &admin,
+            Some(json!({"grantControls": {"operator": "OR", "builtInControls": ["mfa"]}})),
+        )
+        .await;
+    assert_eq!(st, 204);
+    let browser = s.client();
+    let r = sign_in(&s, &browser, &url, "ada@contoso.test", "Correct-Horse-9").await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        element_text(&page, "totp-secret").is_some(),
+        "step-up to MFA: {page}"
+    );
+}
