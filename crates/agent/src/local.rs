@@ -824,6 +824,31 @@ mod tests {
     }
 
     #[test]
+    fn sshd_traffic_is_not_session_activity() {
+        // The same program under sshd's name (keepalives, protocol traffic) counts for nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let sshd = dir.path().join("sshd");
+        std::fs::copy("/bin/cat", &sshd).unwrap();
+        let mut child = std::process::Command::new(&sshd)
+            .arg("/dev/zero")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = session_io(child.id());
+        let own: u64 = std::fs::read_to_string(format!("/proc/{}/io", child.id()))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("rchar: ").and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(own > 0, "the test process did read");
+        assert_eq!(seen, 0, "an sshd-named process must not count");
+    }
+
+    #[test]
     fn session_io_grows_with_output() {
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 0.3; head -c 100000 /dev/zero > /dev/null; sleep 3"])

@@ -470,6 +470,37 @@ async fn passkeys_in_a_real_browser_satisfy_phishing_resistant_policies() {
         "{passkey_entry}"
     );
 
+    // With a passkey registered, the passkeys page wants that passkey, not just the password.
+    let c = s.client();
+    let page = c
+        .get(format!("{}/passkeys", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let txn = txn_of(&page);
+    let page = post_login(
+        &s,
+        &c,
+        &[
+            ("txn", &txn),
+            ("step", "password"),
+            ("username", "pat@contoso.test"),
+            ("password", PW),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        page.contains("id=\"passkey-form\""),
+        "the page must ask for the passkey: {page}"
+    );
+    assert!(!page.contains("Add a passkey"), "{page}");
+
     // The user removes the passkey with their own token; it is gone, and audited.
     // Her API token comes from the passkey sign-in (per-user MFA refuses the password grant).
     let (st, pt) = s
@@ -526,4 +557,52 @@ async fn passkeys_in_a_real_browser_satisfy_phishing_resistant_policies() {
         "{acts:?}"
     );
     b.quit().await;
+}
+
+#[tokio::test]
+async fn only_a_global_administrator_removes_a_global_administrators_passkeys() {
+    let s = usher_testkit::spawn().await;
+    let admin = s.admin_token().await;
+    let ua = s.create_user("ua@contoso.test", PW, false).await;
+    let plain = s.create_user("plain@contoso.test", PW, false).await;
+    let dir = s.running().state.dir().clone();
+    dir.assign_directory_role(&ua, usher_core::well_known::USER_ADMIN_ROLE)
+        .await
+        .unwrap();
+    let (st, t) = s.password_token("ua@contoso.test", PW).await;
+    assert_eq!(st, 200, "{t}");
+    let ua_token = t["access_token"].as_str().unwrap().to_owned();
+    let (_, me) = s.api("GET", "/v1.0/me", &admin, None).await;
+    let admin_id = me["id"].as_str().unwrap();
+    let missing = "00000000-0000-4000-8000-000000000001";
+    // A User Administrator: refused for a Global Administrator before anything is looked up...
+    let (st, b) = s
+        .api(
+            "DELETE",
+            &format!("/v1.0/users/{admin_id}/authentication/fido2Methods/{missing}"),
+            &ua_token,
+            None,
+        )
+        .await;
+    assert_eq!(st, 403, "{b}");
+    // ...and allowed to try for an ordinary user (here there is no such passkey).
+    let (st, b) = s
+        .api(
+            "DELETE",
+            &format!("/v1.0/users/{plain}/authentication/fido2Methods/{missing}"),
+            &ua_token,
+            None,
+        )
+        .await;
+    assert_eq!(st, 404, "{b}");
+    let (st, b) = s
+        .api(
+            "GET",
+            &format!("/v1.0/users/{plain}/authentication/fido2Methods"),
+            &ua_token,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["value"], json!([]));
 }
