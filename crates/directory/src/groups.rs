@@ -34,6 +34,24 @@ impl GroupIndex {
         }
         Self { groups, parents }
     }
+
+    /// The groups containing `object_id` directly or transitively, as indexes into `groups`, in
+    /// breadth-first order (each once, so cycles end).
+    fn closure(&self, object_id: &str) -> Vec<usize> {
+        let mut seen = vec![false; self.groups.len()];
+        let mut out = Vec::new();
+        let mut queue = VecDeque::from([object_id.to_lowercase()]);
+        while let Some(id) = queue.pop_front() {
+            for &i in self.parents.get(&id).into_iter().flatten() {
+                if !seen[i] {
+                    seen[i] = true;
+                    out.push(i);
+                    queue.push_back(self.groups[i].id.clone());
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The cached index and when it was read.
@@ -73,29 +91,16 @@ impl Directory {
         Ok(index)
     }
 
-    /// All groups, through the short-lived cache.
-    async fn groups_snapshot(&self) -> DirResult<Arc<Vec<Group>>> {
-        Ok(self.group_index().await?.groups.clone())
-    }
-
     /// The ids of the groups containing `object_id` directly or transitively, and the directory
     /// roles those groups grant (bounded by the group count, cycles included).
     pub async fn transitive_memberships(&self, object_id: &str) -> DirResult<(Vec<String>, Vec<String>)> {
         let index = self.group_index().await?;
-        let mut seen = vec![false; index.groups.len()];
         let mut ids = Vec::new();
         let mut roles = Vec::new();
-        let mut queue = VecDeque::from([object_id.to_lowercase()]);
-        while let Some(id) = queue.pop_front() {
-            for &i in index.parents.get(&id).into_iter().flatten() {
-                if !seen[i] {
-                    seen[i] = true;
-                    let g = &index.groups[i];
-                    ids.push(g.id.clone());
-                    roles.extend(g.directory_roles.iter().cloned());
-                    queue.push_back(g.id.clone());
-                }
-            }
+        for i in index.closure(object_id) {
+            let g = &index.groups[i];
+            ids.push(g.id.clone());
+            roles.extend(g.directory_roles.iter().cloned());
         }
         Ok((ids, roles))
     }
@@ -283,8 +288,12 @@ impl Directory {
 
     /// Groups that `object_id` is a member of, directly or through other groups.
     pub async fn transitive_member_of(&self, object_id: &str) -> DirResult<Vec<Group>> {
-        let groups = self.groups_snapshot().await?;
-        Ok(transitive_groups(&groups, &object_id.to_lowercase()))
+        let index = self.group_index().await?;
+        Ok(index
+            .closure(object_id)
+            .into_iter()
+            .map(|i| index.groups[i].clone())
+            .collect())
     }
 
     pub(crate) async fn remove_from_all_groups(&self, object_id: &str) -> DirResult<()> {
@@ -296,26 +305,4 @@ impl Directory {
         }
         Ok(())
     }
-}
-
-/// The groups containing `object_id` directly or transitively, computed over `groups`.
-pub fn transitive_groups(groups: &[Group], object_id: &str) -> Vec<Group> {
-    let mut parents: HashMap<&str, Vec<&Group>> = HashMap::new();
-    for g in groups {
-        for m in &g.members {
-            parents.entry(m.as_str()).or_default().push(g);
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut queue = VecDeque::from([object_id.to_owned()]);
-    while let Some(id) = queue.pop_front() {
-        for g in parents.get(id.as_str()).into_iter().flatten() {
-            if seen.insert(g.id.clone()) {
-                out.push((*g).clone());
-                queue.push_back(g.id.clone());
-            }
-        }
-    }
-    out
 }

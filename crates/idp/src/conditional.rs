@@ -180,6 +180,14 @@ pub fn decision(v: &Verdict) -> (String, Vec<String>) {
 }
 
 impl CaReport {
+    /// Whether the verdict asks for something `wanted` accepts (never for a block or an allow).
+    pub fn requires(&self, wanted: impl Fn(Requirement) -> bool) -> bool {
+        match &self.evaluation.verdict {
+            Verdict::Require(r) => r.iter().any(|(_, reqs)| reqs.iter().any(|q| wanted(*q))),
+            _ => false,
+        }
+    }
+
     /// Graph's `conditionalAccessStatus`: `success`, `failure` or `notApplied`.
     pub fn status(&self) -> &'static str {
         let enforced_applied = self

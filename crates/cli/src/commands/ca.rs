@@ -75,30 +75,35 @@ async fn policy(ctx: &Context, client: &Client, cmd: CaPolicyCommand) -> Result<
     }
 }
 
-/// A policy by id or display name (a name must match exactly one).
-async fn resolve_policy(client: &Client, policy: &str) -> Result<Value> {
-    if is_guid(policy) {
-        match client.get(&item_path(POLICIES, policy)).await {
+/// An object of `collection` by id or display name (a name must match exactly one).
+async fn resolve_named(client: &Client, collection: &str, what: &str, name: &str) -> Result<Value> {
+    if is_guid(name) {
+        match client.get(&item_path(collection, name)).await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
     }
     let matches: Vec<Value> = client
-        .list(POLICIES, &[], &[], None)
+        .list(collection, &[], &[], None)
         .await?
         .into_iter()
         .filter(|p| {
             p["displayName"]
                 .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(policy))
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
         })
         .collect();
     match matches.len() {
-        0 => bail!("No Conditional Access policy '{policy}' was found."),
+        0 => bail!("No {what} '{name}' was found."),
         1 => Ok(matches.into_iter().next().unwrap_or_default()),
-        n => bail!("{n} policies are called '{policy}'; name it by id."),
+        n => bail!("{n} of them are called '{name}'; name the {what} by id."),
     }
+}
+
+/// A policy by id or display name.
+async fn resolve_policy(client: &Client, policy: &str) -> Result<Value> {
+    resolve_named(client, POLICIES, "Conditional Access policy", policy).await
 }
 
 /// Group names become object ids (the server takes ids; UPNs it resolves itself).
@@ -201,20 +206,7 @@ async fn location(ctx: &Context, client: &Client, cmd: CaLocationCommand) -> Res
         }
         CaLocationCommand::List => ctx.print(&Value::Array(client.list(LOCATIONS, &[], &[], None).await?)),
         CaLocationCommand::Delete(a) => {
-            let id = if is_guid(&a.policy) {
-                a.policy.clone()
-            } else {
-                let all = client.list(LOCATIONS, &[], &[], None).await?;
-                let found = all
-                    .iter()
-                    .find(|l| {
-                        l["displayName"]
-                            .as_str()
-                            .is_some_and(|n| n.eq_ignore_ascii_case(&a.policy))
-                    })
-                    .ok_or_else(|| anyhow!("No named location '{}' was found.", a.policy))?;
-                object_id(found)?
-            };
+            let id = object_id(&resolve_named(client, LOCATIONS, "named location", &a.policy).await?)?;
             client.delete(&item_path(LOCATIONS, &id)).await?;
             Ok(())
         }

@@ -577,29 +577,18 @@ impl Idp {
     ) -> IdpResult<LoginStep> {
         let user_id = txn.user_id.clone().ok_or_else(IdpError::server_error)?;
         let user = self.directory().get_user(&user_id).await?;
-        // Step-up: a policy asking for MFA gets the second factor here rather than a refusal.
-        let ca_wants_mfa = match self.interactive_ca(&txn, &user, meta).await? {
-            Some((report, ..)) => match &report.evaluation.verdict {
-                usher_authz::conditional::Verdict::Require(r) => r.iter().any(|(_, reqs)| {
-                    reqs.iter().any(|q| {
-                        matches!(
-                            q,
-                            usher_authz::conditional::Requirement::Mfa
-                                | usher_authz::conditional::Requirement::Strength(
-                                    usher_authz::conditional::Strength::Mfa
-                                )
-                        )
-                    })
-                }),
-                _ => false,
-            },
-            None => false,
-        };
-        // A strength only a passkey gives: ask for the passkey (step-up) when the user has one.
+        // Step-up: what Conditional Access asks of the sign-in so far is asked for here (the
+        // code for MFA, the passkey for phishing-resistant MFA) rather than refused. Passwordless
+        // MFA cannot follow a password: that sign-in is refused later, saying to use a passkey.
+        use usher_authz::conditional::{Requirement, Strength};
+        let ca = self.interactive_ca(&txn, &user, meta).await?;
+        let asks = |wanted: fn(Requirement) -> bool| ca.as_ref().is_some_and(|(r, ..)| r.requires(wanted));
+        let ca_wants_mfa = asks(|q| matches!(q, Requirement::Mfa | Requirement::Strength(Strength::Mfa)));
+        let ca_wants_passkey = asks(|q| q == Requirement::Strength(Strength::PhishingResistantMfa));
         // On the passkeys page a user who has passkeys proves one before changing them, so a
         // password alone never adds a method that would satisfy stronger policies.
         let manage = matches!(txn.purpose, LoginPurpose::Passkeys);
-        if !user.passkeys.is_empty() && (manage || self.ca_wants_passkey(&txn, &user, meta).await?) {
+        if !user.passkeys.is_empty() && (manage || ca_wants_passkey) {
             return self.ask_passkey(rec, txn, &user, None).await;
         }
         // The passkeys page asks for the second factor whenever the user has one.

@@ -49,28 +49,6 @@ fn no_passkey_text() -> String {
 }
 
 impl Idp {
-    /// Whether Conditional Access, for this sign-in as it stands, wants phishing-resistant MFA,
-    /// which a passkey after the password gives. (Passwordless MFA cannot be reached once a
-    /// password was used: that sign-in is refused with a message to sign in with a passkey.)
-    pub(super) async fn ca_wants_passkey(
-        &self,
-        txn: &Txn,
-        user: &User,
-        meta: &RequestMeta,
-    ) -> IdpResult<bool> {
-        use usher_authz::conditional::{Requirement, Strength, Verdict};
-        Ok(match self.interactive_ca(txn, user, meta).await? {
-            Some((report, ..)) => match &report.evaluation.verdict {
-                Verdict::Require(r) => r.iter().any(|(_, reqs)| {
-                    reqs.iter()
-                        .any(|q| matches!(q, Requirement::Strength(Strength::PhishingResistantMfa)))
-                }),
-                _ => false,
-            },
-            None => false,
-        })
-    }
-
     /// Asks the browser for a passkey of `user` (a fresh challenge each time).
     pub(super) async fn ask_passkey(
         &self,
